@@ -1,0 +1,162 @@
+"""`raykd run | eval | models | methods | ui`.
+
+User mistakes (config, data, resources) print one clear paragraph and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from raykd.errors import RaykdError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except RaykdError as e:
+        print(f"raykd: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nraykd: interrupted. Finished nodes are cached and interrupted ones resume from their last "
+              "checkpoint: run the same command again to continue.", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="raykd", description="Knowledge distillation pipelines on Ray, tracked in MLflow.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run an experiment's pipeline", description=(
+        "Run the pipeline a YAML config describes. Overrides are dotted keys, e.g. train.epochs=3 "
+        "nodes.kd.method.temperature=2."))
+    run.add_argument("config", help="YAML experiment file, e.g. conf/quickstart.yaml")
+    run.add_argument("overrides", nargs="*", help="dotted overrides key=value")
+    run.add_argument("--executor", choices=("ray", "local"), default="ray",
+                     help="ray: each node a Ray Train run, independent nodes concurrently (default); local: in-process, one by one")
+    run.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    run.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
+    run.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    run.set_defaults(func=cmd_run)
+
+    ev = sub.add_parser("eval", help="evaluate an exported student (final.pt)")
+    ev.add_argument("checkpoint", help="a node's final.pt")
+    ev.add_argument("--data", default=None, help="dataset name (default: the one it was trained on)")
+    ev.add_argument("--data-root", default=None, help="dataset folder, for datasets other than digits")
+    ev.add_argument("--split", choices=("test", "val"), default="test")
+    ev.add_argument("--device", default="auto")
+    ev.set_defaults(func=cmd_eval)
+
+    sub.add_parser("models", help="list registered models").set_defaults(func=cmd_models)
+    sub.add_parser("methods", help="list distillation methods").set_defaults(func=cmd_methods)
+
+    ui = sub.add_parser("ui", help="serve the MLflow UI of a local store on 127.0.0.1")
+    ui.add_argument("--storage", default="runs", help="storage path holding mlflow.db (default: runs)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.set_defaults(func=cmd_ui)
+    return p
+
+
+def cmd_run(args) -> int:
+    from raykd.config import load_experiment
+
+    exp = load_experiment(args.config, args.overrides)
+    if args.print_config:
+        print(exp.to_yaml(), end="")
+        return 0
+    from raykd.pipeline import run_pipeline
+    from raykd.pipeline.run import install_sigterm_handler
+    from raykd.pipeline.summary import format_table
+
+    install_sigterm_handler()
+    result = run_pipeline(exp, executor=args.executor, address=args.address, num_cpus=args.num_cpus)
+    print()
+    print(format_table(result))
+    return 0 if result.ok else 1
+
+
+def cmd_eval(args) -> int:
+    import torch
+
+    from raykd.config import DataConfig
+    from raykd.data import DeviceLoader, load_data
+    from raykd.engine import load_student, pick_device
+    from raykd.engine.evaluate import evaluate
+
+    device = pick_device(args.device)
+    model, meta = load_student(args.checkpoint, device)
+    data_cfg = dict(meta["data"])
+    if args.data:
+        data_cfg["name"] = args.data
+    if args.data_root:
+        data_cfg["root"] = args.data_root
+    cfg = DataConfig.model_validate(data_cfg)
+    data = load_data(cfg, Path(args.checkpoint).resolve().parents[2] / "data_cache")
+    if data.num_classes != meta["num_classes"]:
+        raise RaykdError(f"'{args.checkpoint}' predicts {meta['num_classes']} classes but {cfg.name} has {data.num_classes}.")
+    split = data.test if args.split == "test" else data.val
+    loader = DeviceLoader(split, cfg.eval_batch_size, device, tuple(meta["mean"]), tuple(meta["std"]), train=False)
+    with torch.no_grad():
+        m = evaluate(model, loader)
+    print(f"{meta['model']} on {cfg.name} {args.split} ({len(split)} images): top-1 {m['top1']:.2f}%  "
+          f"top-5 {m['top5']:.2f}%  loss {m['loss']:.4f}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from raykd import models
+
+    for name in models.list_models():
+        m = models.create(name, num_classes=100)
+        print(f"{name:14s} {models.count_parameters(m) / 1e6:7.3f}M params (100 classes)  stages {m.stage_channels}")
+    return 0
+
+
+def cmd_methods(args) -> int:
+    from raykd import methods
+
+    for name in methods.list_methods():
+        cls = methods.get_method(name)
+        defaults = cls.Config(name=name).model_dump(exclude={"name"})
+        doc = (cls.__module__ and sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        print(f"{name:10s} {'teacher' if cls.needs_teacher else 'no teacher':10s} {defaults}  {doc}")
+    return 0
+
+
+def cmd_ui(args) -> int:
+    import subprocess
+    import time
+    import urllib.request
+
+    db = Path(args.storage).expanduser().resolve() / "mlflow.db"
+    if not db.is_file():
+        raise RaykdError(f"no MLflow store at '{db}': run a pipeline first, or pass --storage PATH.")
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db.as_posix()}",
+           "--host", args.host, "--port", str(args.port)]
+    proc = subprocess.Popen(cmd, env=env)
+    url = f"http://{args.host}:{args.port}"
+    for _ in range(120):
+        if proc.poll() is not None:
+            raise RaykdError(f"the MLflow server exited (code {proc.returncode}); is port {args.port} free?")
+        try:
+            urllib.request.urlopen(url + "/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.5)
+    print(f"raykd: MLflow UI for {db} at {url}  (Ctrl-C to stop)", flush=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=15)
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

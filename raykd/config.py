@@ -1,0 +1,382 @@
+"""Experiment config: a typed schema, YAML loading, dotted CLI overrides and readable errors.
+
+A config describes one pipeline: shared `data`, `train` and `resources` sections, and `nodes`,
+each a training run that may name a `teacher` node and override any shared section. Every
+mistake is reported with its dotted path (and the closest valid key for a typo) before any
+training starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from raykd.errors import ConfigError
+
+SHARED_SECTIONS = ("train", "data", "resources")
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors, so a typo never silently falls back to a default."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class OptimizerConfig(Strict):
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(5e-4, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class ScheduleConfig(Strict):
+    name: Literal["cosine", "multistep", "constant"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)
+    milestones: list[int] = Field(default_factory=lambda: [150, 180, 210])
+    gamma: float = Field(0.1, gt=0)
+    min_lr: float = Field(0.0, ge=0)
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(240, gt=0)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    seed: int = 0
+    grad_clip: float | None = Field(None, gt=0)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+
+
+class AugmentConfig(Strict):
+    crop_padding: int = Field(4, ge=0)
+    flip: bool = True
+
+
+class DataConfig(Strict):
+    name: Literal["digits", "cifar10", "cifar100", "image_folder", "fashion_mnist"] = "digits"
+    root: str | None = None
+    batch_size: int = Field(64, gt=0)
+    eval_batch_size: int = Field(512, gt=0)
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    train_limit: int | None = Field(None, gt=0)
+    image_size: int | None = Field(None, gt=0)
+    split_seed: int = 0
+    download: bool = False
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+
+class ResourcesConfig(Strict):
+    workers: int = Field(1, gt=0)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float | Literal["auto"] = "auto"
+    max_failures: int = Field(0, ge=0)
+
+
+class NodeConfig(Strict):
+    model: str
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    method: dict[str, Any] = Field(default_factory=lambda: {"name": "vanilla"})
+    teacher: str | None = None
+    train: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict)
+    resources: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrackingConfig(Strict):
+    uri: str | None = None
+    experiment: str | None = None
+    register_as: str | None = None
+
+
+class ExperimentConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    storage: str = "runs"
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    nodes: dict[str, NodeConfig]
+    final: str | None = None
+
+
+class ResolvedNode(BaseModel):
+    """One node with its shared sections merged in and its method config validated."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    name: str
+    model: str
+    model_kwargs: dict[str, Any]
+    method: Any  # the method's own pydantic config (raykd.methods.MethodConfig)
+    teacher: str | None
+    train: TrainConfig
+    data: DataConfig
+    resources: ResourcesConfig
+
+    def semantic_dict(self) -> dict[str, Any]:
+        """What determines the trained weights; resources and names are left out on purpose."""
+        return {
+            "model": self.model,
+            "model_kwargs": self.model_kwargs,
+            "method": self.method.model_dump(mode="json"),
+            "train": self.train.model_dump(mode="json", exclude={"device"}),
+            "data": self.data.model_dump(mode="json", exclude={"eval_batch_size", "download"}),
+        }
+
+
+class Experiment(BaseModel):
+    """A validated experiment: the raw schema plus each node resolved."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    config: ExperimentConfig
+    nodes: dict[str, ResolvedNode]
+    source: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def storage(self) -> Path:
+        return Path(self.config.storage).expanduser().resolve()
+
+    @property
+    def final(self) -> str:
+        return self.config.final or list(self.nodes)[-1]
+
+    def to_yaml(self) -> str:
+        """The resolved config, every default filled in, as `--print-config` shows it."""
+        out = self.config.model_dump(mode="json", exclude={"nodes"})
+        out["storage"] = str(self.storage)
+        out["final"] = self.final
+        out["nodes"] = {}
+        for name, node in self.nodes.items():
+            out["nodes"][name] = {
+                "model": node.model,
+                "model_kwargs": node.model_kwargs,
+                "teacher": node.teacher,
+                "method": node.method.model_dump(mode="json"),
+                "train": node.train.model_dump(mode="json"),
+                "data": node.data.model_dump(mode="json"),
+                "resources": node.resources.model_dump(mode="json"),
+            }
+        return yaml.safe_dump(out, sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and overrides
+
+
+def load_experiment(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Experiment:
+    """Read a YAML experiment, apply `a.b.c=value` overrides, validate everything."""
+    path = Path(path)
+    if not path.is_file():
+        hint = ""
+        conf = Path("conf")
+        if conf.is_dir():
+            options = sorted(str(p) for p in conf.rglob("*.yaml"))
+            close = difflib.get_close_matches(str(path), options, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else f" Configs here: {', '.join(options[:8])}."
+        raise ConfigError(f"config file not found: '{path}'.{hint}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of keys at top level.")
+    raw.setdefault("name", path.stem)
+    return build_experiment(raw, overrides, source=str(path))
+
+
+def build_experiment(raw: dict[str, Any], overrides=(), source: str | None = None) -> Experiment:
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        apply_override(raw, item)
+    try:
+        cfg = ExperimentConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format(e, ExperimentConfig, (), source)) from None
+    nodes = _resolve_nodes(cfg, raw, source)
+    return Experiment(config=cfg, nodes=nodes, source=source)
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set `a.b.c=value` in the raw dict; the value is parsed as YAML (`3`, `0.1`, `[1, 2]`)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{item}' must look like 'section.key=value' (e.g. train.epochs=3).")
+    try:
+        parsed = yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError:
+        parsed = value
+    parts = key.split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            where = ".".join(parts[: i + 1])
+            raise ConfigError(f"override '{item}': '{where}' is a value, not a section, so it has no key '{parts[i + 1]}'.")
+        node = child
+    node[parts[-1]] = parsed
+
+
+def _resolve_nodes(cfg: ExperimentConfig, raw: dict[str, Any], source: str | None) -> dict[str, ResolvedNode]:
+    from raykd import methods, models  # deferred: config stays importable without torch work
+
+    problems: list[str] = []
+    resolved: dict[str, ResolvedNode] = {}
+    if not cfg.nodes:
+        raise ConfigError(_where(source) + "'nodes' is empty: define at least one training run.")
+    section_types = {"train": TrainConfig, "data": DataConfig, "resources": ResourcesConfig}
+    known_models = models.list_models()
+    for name, node in cfg.nodes.items():
+        prefix = ("nodes", name)
+        merged: dict[str, Any] = {}
+        for section, typ in section_types.items():
+            base = raw.get(section) or {}
+            data = _deep_merge(base, getattr(node, section))
+            try:
+                merged[section] = typ.model_validate(data)
+            except ValidationError as e:
+                problems.append(_format(e, typ, prefix + (section,), None))
+        if node.model not in known_models:
+            close = difflib.get_close_matches(node.model, known_models, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else " Run `raykd models` for the list."
+            problems.append(f"nodes.{name}.model: unknown model '{node.model}'.{hint}")
+        method_cfg = None
+        try:
+            method_cfg = methods.validate_method_config(node.method, where=f"nodes.{name}.method")
+        except ConfigError as e:
+            problems.append(str(e))
+        if node.teacher is not None and node.teacher not in cfg.nodes:
+            close = difflib.get_close_matches(node.teacher, list(cfg.nodes), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else f" Nodes: {', '.join(cfg.nodes)}."
+            problems.append(f"nodes.{name}.teacher: no node named '{node.teacher}'.{hint}")
+        if method_cfg is not None:
+            needs = methods.get_method(method_cfg.name).needs_teacher
+            if needs and node.teacher is None:
+                problems.append(f"nodes.{name}: method '{method_cfg.name}' needs a teacher; add 'teacher: <node name>'.")
+            if not needs and node.teacher is not None:
+                problems.append(f"nodes.{name}: method '{method_cfg.name}' does not use a teacher, but 'teacher: {node.teacher}' is set.")
+        if problems:
+            continue
+        resolved[name] = ResolvedNode(
+            name=name, model=node.model, model_kwargs=node.model_kwargs, method=method_cfg,
+            teacher=node.teacher, **merged,
+        )
+    if cfg.final is not None and cfg.final not in cfg.nodes:
+        problems.append(f"final: no node named '{cfg.final}'. Nodes: {', '.join(cfg.nodes)}.")
+    if not problems:
+        cycle = _find_cycle({n: node.teacher for n, node in cfg.nodes.items()})
+        if cycle:
+            problems.append("nodes form a cycle through 'teacher': " + " -> ".join(cycle) + ".")
+    if problems:
+        raise ConfigError(_where(source) + "invalid config:\n  " + "\n  ".join(problems))
+    return resolved
+
+
+def _find_cycle(parent: dict[str, str | None]) -> list[str] | None:
+    for start in parent:
+        seen, cur = [start], parent[start]
+        while cur is not None:
+            if cur in seen:
+                return seen[seen.index(cur):] + [cur]
+            seen.append(cur)
+            cur = parent.get(cur)
+    return None
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Error formatting
+
+
+_EXPECTED = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "a whole number",
+    "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
+    "bool_parsing": "true or false", "string_type": "a string", "dict_type": "a mapping of keys",
+    "model_type": "a mapping of keys", "list_type": "a list", "tuple_type": "a list",
+}
+
+
+def _where(source: str | None) -> str:
+    return f"{source}: " if source else ""
+
+
+def _format(err: ValidationError, root: type[BaseModel], prefix: tuple, source: str | None) -> str:
+    lines = []
+    for e in err.errors():
+        loc = prefix + tuple(e["loc"])
+        path = ".".join(str(p) for p in loc)
+        kind = e["type"]
+        if kind == "extra_forbidden":
+            valid = _fields_at(root, tuple(e["loc"])[:-1])
+            key = str(loc[-1])
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            lines.append(f"{path}: unknown key '{key}'.{hint} Valid keys here: {', '.join(valid)}.")
+        elif kind == "missing":
+            lines.append(f"{path}: required key is missing.")
+        elif kind in _EXPECTED:
+            lines.append(f"{path}: expected {_EXPECTED[kind]}, got {e.get('input')!r}.")
+        else:
+            lines.append(f"{path}: {e['msg']}, got {e.get('input')!r}.")
+    head = _where(source) + "invalid config:\n  "
+    return head + "\n  ".join(lines)
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The valid keys of the schema section at `loc` (used to suggest the closest one)."""
+    typ: Any = model
+    for part in loc:
+        typ = _unwrap(typ)
+        if isinstance(typ, type) and issubclass(typ, BaseModel):
+            field = typ.model_fields.get(str(part))
+            if field is None:
+                return []
+            typ = field.annotation
+        elif typing.get_origin(typ) is dict:
+            typ = typing.get_args(typ)[1]
+        else:
+            return []
+    typ = _unwrap(typ)
+    if isinstance(typ, type) and issubclass(typ, BaseModel):
+        return list(typ.model_fields)
+    return []
+
+
+def _unwrap(typ: Any) -> Any:
+    if typing.get_origin(typ) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        models = [a for a in typing.get_args(typ) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if models:
+            return models[0]
+    return typ
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], where: str) -> str:
+    """Format a method config's validation error with the node path in front."""
+    prefix = tuple(where.split("."))
+    return _format(err, model, prefix, None).removeprefix("invalid config:\n  ")

@@ -1,0 +1,249 @@
+"""One training run: data, model, method, optimiser, epochs, checkpoints, metrics.
+
+It knows nothing of Ray or MLflow: the caller passes a `RunContext` (output folder, device,
+rank, callbacks) and gets a dict of final metrics back. Under torch.distributed (as Ray Train
+sets it up) it wraps the distiller in DDP and shards the data by rank.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+from raykd import models
+from raykd.config import ResolvedNode
+from raykd.data import DeviceLoader, load_data
+from raykd.engine import checkpoint as ckpt
+from raykd.engine.evaluate import evaluate, topk_correct
+from raykd.engine.optim import build_optimizer, lr_at, set_lr
+from raykd.engine.student_file import load_student, save_student
+from raykd.errors import ConfigError, NonFiniteLossError
+from raykd.methods import build_distiller
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+FINAL = "final.pt"
+
+
+@dataclass
+class RunContext:
+    out_dir: Path
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    rank: int = 0
+    world_size: int = 1
+    teacher_path: Path | None = None
+    data_cache: Path | None = None
+    on_start: Callable[[dict[str, Any]], None] | None = None
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None
+    log: Callable[[str], None] = print
+    tag: str = ""
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _autocast(device: torch.device, amp: str):
+    if amp == "none":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
+    """Train `node` to completion (resuming from `out_dir/checkpoint.pt` if present)."""
+    tcfg, dcfg = node.train, node.data
+    out = Path(ctx.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    is_main = ctx.rank == 0
+    log = ctx.log if is_main else (lambda *_: None)
+    tag = ctx.tag or node.name
+    device = ctx.device
+
+    if dcfg.batch_size % ctx.world_size:
+        raise ConfigError(f"nodes.{node.name}.data.batch_size ({dcfg.batch_size}) must be divisible by the "
+                          f"number of workers ({ctx.world_size}); it is the global batch size.")
+    data = load_data(dcfg, ctx.data_cache)
+    torch.manual_seed(tcfg.seed)
+    student = models.create(node.model, data.num_classes, **node.model_kwargs)
+    teacher = None
+    if ctx.teacher_path is not None:
+        teacher, meta = load_student(ctx.teacher_path, device)
+        if meta["num_classes"] != data.num_classes:
+            raise ConfigError(f"nodes.{node.name}: teacher '{ctx.teacher_path}' predicts {meta['num_classes']} "
+                              f"classes but the data has {data.num_classes}.")
+    distiller = build_distiller(node.method, student, teacher).to(device)
+    if tcfg.channels_last:
+        distiller = distiller.to(memory_format=torch.channels_last)
+
+    local_bs = dcfg.batch_size // ctx.world_size
+    common = dict(device=device, mean=data.mean, std=data.std, rank=ctx.rank, world_size=ctx.world_size,
+                  channels_last=tcfg.channels_last)
+    train_loader = DeviceLoader(data.train, local_bs, train=True, crop_padding=dcfg.augment.crop_padding,
+                                flip=dcfg.augment.flip, seed=tcfg.seed, **common)
+    val_loader = DeviceLoader(data.val, dcfg.eval_batch_size, train=False, **common)
+    test_loader = DeviceLoader(data.test, dcfg.eval_batch_size, train=False, **common)
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise ConfigError(f"nodes.{node.name}.data.batch_size ({dcfg.batch_size}) is larger than the training "
+                          f"split ({len(data.train)} images): no full batch to train on.")
+
+    optimizer = build_optimizer(distiller.parameters(), tcfg.optimizer)
+    scaler = torch.amp.GradScaler(device.type, enabled=tcfg.amp == "fp16")
+    autocast = _autocast(device, tcfg.amp)
+
+    start_epoch, step, history, best = 0, 0, [], {"val_top1": -1.0, "epoch": 0}
+    ckpt_path = out / CHECKPOINT
+    if ckpt_path.is_file():
+        state = ckpt.load(ckpt_path, map_location=device)
+        distiller.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        distiller.load_extra_state_dict(state["method_state"])
+        ckpt.set_rng_state(state["rng"])
+        start_epoch, step, history, best = state["epoch"], state["step"], state["history"], state["best"]
+        log(f"[{tag}] resuming from {ckpt_path} after epoch {start_epoch}/{tcfg.epochs}")
+
+    n_params = models.count_parameters(student)
+    if ctx.on_start and is_main:
+        ctx.on_start({"params": n_params, "train_images": len(data.train), "val_images": len(data.val),
+                      "test_images": len(data.test), "num_classes": data.num_classes,
+                      "steps_per_epoch": steps_per_epoch, "device": str(device), "world_size": ctx.world_size})
+    if start_epoch == 0:
+        log(f"[{tag}] {node.model} ({n_params / 1e6:.3f}M params) <- {node.method.name}"
+            f"{' from ' + str(node.teacher) if node.teacher else ''}; data {data.summary()}; "
+            f"{tcfg.epochs} epochs x {steps_per_epoch} steps on {device}"
+            f"{f' x{ctx.world_size} workers' if ctx.world_size > 1 else ''}")
+
+    model = distiller
+    if ctx.world_size > 1 and dist.is_initialized():
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(distiller, device_ids=[device.index] if device.type == "cuda" else None)
+
+    run_start = time.perf_counter()
+    for epoch in range(start_epoch, tcfg.epochs):
+        train_loader.set_epoch(epoch)
+        model.train()
+        t0 = time.perf_counter()
+        sums: dict[str, torch.Tensor] = {}
+        correct = torch.zeros((), device=device)
+        seen = 0
+        pending = None  # (step, total, terms) of the previous step, checked one step late
+        for batch in train_loader:
+            set_lr(optimizer, lr_at(step, steps_per_epoch, tcfg.epochs, tcfg.optimizer.lr, tcfg.schedule))
+            with autocast():
+                logits, losses = model(batch)
+            total = sum(losses.values())
+            if pending is not None:
+                _check_finite(*pending, epoch=epoch, tag=tag)
+            pending = (step, total.detach(), {k: v.detach() for k, v in losses.items()})
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            if tcfg.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(distiller.parameters(), tcfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            n = batch["label"].shape[0]
+            for k, v in pending[2].items():
+                sums[k] = sums.get(k, 0) + v.float() * n
+            sums["loss"] = sums.get("loss", 0) + pending[1].float() * n
+            correct += topk_correct(logits.detach(), batch["label"], ks=(1,))[0]
+            seen += n
+            step += 1
+        if pending is not None:
+            _check_finite(*pending, epoch=epoch, tag=tag)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds = time.perf_counter() - t0
+        metrics = {f"train/{k}": (v / seen).item() for k, v in sums.items()}
+        metrics["train/top1"] = 100.0 * correct.item() / max(1, seen)
+        val = evaluate(distiller.student, val_loader, autocast)
+        metrics.update({f"val/{k}": v for k, v in val.items()})
+        metrics["lr"] = optimizer.param_groups[0]["lr"]
+        metrics["images_per_s"] = seen * ctx.world_size / train_seconds
+        metrics["epoch_seconds"] = time.perf_counter() - t0
+        history.append({"epoch": epoch + 1, **metrics})
+        if is_main:
+            if val["top1"] > best["val_top1"]:
+                best = {"val_top1": val["top1"], "epoch": epoch + 1}
+                ckpt.save_atomic({k: v.detach().cpu() for k, v in distiller.student.state_dict().items()}, out / BEST)
+            ckpt.save_atomic(
+                {
+                    "epoch": epoch + 1, "step": step, "model": distiller.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                    "method_state": distiller.extra_state_dict(), "rng": ckpt.rng_state(),
+                    "history": history, "best": best,
+                },
+                ckpt_path,
+            )
+            if ctx.on_epoch:
+                ctx.on_epoch(epoch + 1, metrics)
+        elapsed = time.perf_counter() - run_start
+        done = epoch + 1 - start_epoch
+        eta = elapsed / done * (tcfg.epochs - epoch - 1)
+        terms = ", ".join(f"{k} {metrics[f'train/{k}']:.3f}" for k in sums if k != "loss")
+        log(f"[{tag}] epoch {epoch + 1}/{tcfg.epochs}  loss {metrics['train/loss']:.4f} ({terms})  "
+            f"train {metrics['train/top1']:.1f}%  val {val['top1']:.2f}%  "
+            f"{metrics['images_per_s']:.0f} img/s  {metrics['epoch_seconds']:.1f}s  ETA {_fmt_seconds(eta)}")
+
+    if ctx.world_size > 1 and dist.is_initialized():
+        dist.barrier()  # rank 0's best.pt is complete before anyone reads it
+    last_test = evaluate(distiller.student, test_loader, autocast)
+    last_val = history[-1] if history else {}
+    best_student = copy.deepcopy(distiller.student)
+    best_student.load_state_dict(ckpt.load(out / BEST, map_location=device))
+    best_test = evaluate(best_student, test_loader, autocast)
+    result = {
+        "params": n_params,
+        "epochs": tcfg.epochs,
+        "val/top1": last_val.get("val/top1", float("nan")),
+        "test/top1": last_test["top1"],
+        "test/top5": last_test["top5"],
+        "best/val_top1": best["val_top1"],
+        "best/epoch": best["epoch"],
+        "best/test_top1": best_test["top1"],
+        "best/test_top5": best_test["top5"],
+        "train_seconds": sum(h["epoch_seconds"] for h in history),
+    }
+    if is_main:
+        save_student(out / FINAL, distiller.student, model_name=node.model, num_classes=data.num_classes,
+                     model_kwargs=node.model_kwargs, mean=data.mean, std=data.std,
+                     data=node.data.model_dump(mode="json"), metrics=result)
+        log(f"[{tag}] done: test top-1 {last_test['top1']:.2f}% (last), {best_test['top1']:.2f}% "
+            f"(best val, epoch {best['epoch']})")
+    result["history"] = history
+    return result
+
+
+def _check_finite(step: int, total: torch.Tensor, terms: dict[str, torch.Tensor], *, epoch: int, tag: str) -> None:
+    if bool(torch.isfinite(total)):
+        return
+    values = {k: float(v) for k, v in terms.items()}
+    bad = [k for k, v in values.items() if not math.isfinite(v)]
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+    raise NonFiniteLossError(
+        f"[{tag}] loss became non-finite at step {step} (epoch {epoch + 1}): term(s) {', '.join(bad) or 'total'} "
+        f"({shown}). Training stopped; the last good checkpoint is kept. Lower the learning rate, "
+        f"enable grad_clip, or check the inputs."
+    )
+
+
+def _fmt_seconds(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"

@@ -1,0 +1,35 @@
+"""Hinton KD. Defaults as in the CRD/DKD benchmark code: 0.1 CE + 0.9 KD at T = 4."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch.nn.functional as F
+from pydantic import Field
+
+from raykd.losses import kd_loss
+from raykd.methods.base import Distiller, MethodConfig
+from raykd.methods.registry import register_method
+
+
+class KDConfig(MethodConfig):
+    name: Literal["kd"] = "kd"
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.9, ge=0)
+    ce_weight: float = Field(0.1, ge=0)
+
+
+@register_method
+class KD(Distiller):
+    name = "kd"
+    Config = KDConfig
+    needs_teacher = True
+
+    def forward(self, batch):
+        images = batch["image"]
+        out = self.student(images)
+        t_logits = self.teacher_forward(images).logits
+        return out.logits, {
+            "ce": self.cfg.ce_weight * F.cross_entropy(out.logits, batch["label"]),
+            "kd": self.cfg.alpha * kd_loss(out.logits, t_logits, self.cfg.temperature),
+        }

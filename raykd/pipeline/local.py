@@ -1,0 +1,33 @@
+"""Runs the DAG one node after another in this process: for debugging, tests and laptops."""
+
+from __future__ import annotations
+
+from raykd.errors import RaykdError
+from raykd.pipeline.events import Events, blocked_by_failure
+from raykd.pipeline.task import NodeTask, run_task
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, log=print):
+        self.log = log
+
+    def execute(self, tasks: dict[str, NodeTask], parents: dict[str, tuple[str, ...]], events: Events) -> None:
+        failed: set[str] = set()
+        for name, task in tasks.items():  # already in topological order
+            blocker = blocked_by_failure(name, parents, failed)
+            if blocker:
+                failed.add(name)
+                events.on_fail(name, RaykdError(f"skipped: its ancestor '{blocker}' failed"))
+                continue
+            events.on_start(name)
+            try:
+                result = run_task(task, log=self.log)
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:
+                failed.add(name)
+                events.on_fail(name, e)
+                continue
+            events.on_done(name, result)

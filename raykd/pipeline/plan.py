@@ -1,0 +1,64 @@
+"""The DAG of runs: each node's identity is a content hash of what determines its result.
+
+hash(node) = sha256(config that affects the weights, hashes of its parents). Two configs that
+train the same thing share a node folder, so a re-run, a resumed run or another pipeline with
+an identical teacher reuses finished work. Resources, names and tracking do not enter the hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from raykd.config import Experiment, ResolvedNode
+
+HASH_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PlanNode:
+    name: str
+    node: ResolvedNode
+    hash: str
+    parents: tuple[str, ...]
+    dir: Path
+
+    @property
+    def short(self) -> str:
+        return self.hash[:12]
+
+
+def node_hash(node: ResolvedNode, parent_hashes: dict[str, str]) -> str:
+    payload = {"v": HASH_VERSION, "node": node.semantic_dict(), "parents": parent_hashes}
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def make_plan(exp: Experiment) -> dict[str, PlanNode]:
+    """Nodes in topological order (parents first), hashed and placed under storage/nodes."""
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting:  # validated away by the config, kept as a guard
+            raise ValueError(f"cycle through node '{name}'")
+        visiting.add(name)
+        parent = exp.nodes[name].teacher
+        if parent is not None:
+            visit(parent)
+        visiting.discard(name)
+        order.append(name)
+
+    for name in exp.nodes:
+        visit(name)
+    plan: dict[str, PlanNode] = {}
+    for name in order:
+        node = exp.nodes[name]
+        parents = (node.teacher,) if node.teacher else ()
+        h = node_hash(node, {"teacher": plan[p].hash for p in parents})
+        plan[name] = PlanNode(name, node, h, parents, exp.storage / "nodes" / f"{name}-{h[:12]}")
+    return plan

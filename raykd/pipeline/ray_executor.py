@@ -1,0 +1,211 @@
+"""Runs the DAG on Ray: every ready node becomes a Ray Train run, launched from a zero-CPU task
+as soon as its parents finish, so independent branches run concurrently across the cluster.
+
+Each run is a `TorchTrainer` (DDP over `resources.workers` workers) named by the node's hash.
+Every request is checked against the cluster before anything starts: a node that can never be
+scheduled is an error up front, not a run that waits forever.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from raykd.errors import RaykdError, ResourceError
+from raykd.pipeline.events import Events, blocked_by_failure
+from raykd.pipeline.task import NodeTask
+
+# Quieter, faster Ray Train on small machines (see RAY_MLFLOW_NOTES.md); users can override.
+RAY_ENV = {
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "RAY_DEDUP_LOGS": "0",
+}
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Connect to `address` (or $RAY_ADDRESS), else start a local Ray. True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    import sys
+
+    for k, v in RAY_ENV.items():
+        os.environ.setdefault(k, v)
+    if not sys.stdout.isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # no ANSI codes in log files and pipes
+    kwargs: dict[str, Any] = {"logging_level": "WARNING", "configure_logging": True}
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), **kwargs)
+    return True
+
+
+def worker_request(task: NodeTask, cluster_gpus: float) -> tuple[int, float, float]:
+    """(workers, CPUs per worker, GPUs per worker); `auto` GPUs means one each if the cluster has any."""
+    r = task.node.resources
+    gpus = r.gpus_per_worker
+    if gpus == "auto":
+        gpus = 1.0 if cluster_gpus >= 1 and task.node.train.device in ("auto", "cuda") else 0.0
+    if task.node.train.device == "cpu":
+        gpus = 0.0
+    return r.workers, r.cpus_per_worker, float(gpus)
+
+
+def check_feasible(tasks: dict[str, NodeTask]) -> None:
+    import ray
+
+    total = ray.cluster_resources()
+    machines = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    problems = []
+    for name, task in tasks.items():
+        w, c, g = worker_request(task, total.get("GPU", 0))
+        if w * c > total.get("CPU", 0) or w * g > total.get("GPU", 0):
+            problems.append(
+                f"node '{name}' asks for {w} worker(s) x ({c:g} CPU, {g:g} GPU) = {w * c:g} CPU, {w * g:g} GPU, "
+                f"but the whole cluster has {total.get('CPU', 0):g} CPU, {total.get('GPU', 0):g} GPU"
+            )
+        elif not any(m.get("CPU", 0) >= c and m.get("GPU", 0) >= g for m in machines):
+            problems.append(f"node '{name}': no single machine in the cluster has {c:g} CPU and {g:g} GPU for one worker")
+    if problems:
+        raise ResourceError(
+            "resources can never be satisfied, so nothing was started:\n  " + "\n  ".join(problems)
+            + "\nLower nodes.<name>.resources (workers, cpus_per_worker, gpus_per_worker) or add machines."
+        )
+
+
+def _train_loop(config: dict[str, Any]) -> dict[str, Any]:
+    """Runs inside each Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from raykd.pipeline.task import run_task
+
+    torch.set_num_threads(config["threads"])
+    ctx = ray.train.get_context()
+    try:
+        return run_task(config["task"], ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
+    except RaykdError as e:  # a user-facing error: carry the message, do not retry
+        return {"__error__": str(e), "__type__": type(e).__name__}
+
+
+def _launch(task: NodeTask, request: tuple[int, float, float], storage_path: str, max_failures: int) -> dict[str, Any]:
+    """The zero-CPU task that owns one Train run."""
+    from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    workers, cpus, gpus = request
+    per_worker = {"CPU": cpus, "GPU": gpus} if gpus else {"CPU": cpus}
+    trainer = TorchTrainer(
+        _train_loop,
+        train_loop_config={"task": task, "threads": max(1, int(cpus))},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=per_worker),
+        run_config=RunConfig(name=f"{task.name}-{task.hash[:12]}", storage_path=storage_path,
+                             failure_config=FailureConfig(max_failures=max_failures),
+                             logging_config=LoggingConfig(log_level="WARNING")),
+    )
+    try:
+        result = trainer.fit()
+    except Exception as e:  # TrainingFailedError wraps the worker's exception
+        raise RuntimeError(f"node '{task.name}' failed in its Ray Train run: {_root_cause(e)}") from None
+    value = result.return_value
+    if isinstance(value, dict) and "__error__" in value:
+        raise RaykdError(value["__error__"])
+    return value
+
+
+def _root_cause(e: BaseException) -> str:
+    while e.__cause__ is not None:
+        e = e.__cause__
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[-1] if text else ''}"
+
+
+def critical_path(parents: dict[str, tuple[str, ...]]) -> dict[str, int]:
+    """Length of the longest chain of descendants below each node (0 for a leaf)."""
+    children: dict[str, list[str]] = {n: [] for n in parents}
+    for n, ps in parents.items():
+        for p in ps:
+            children.setdefault(p, []).append(n)
+    memo: dict[str, int] = {}
+
+    def depth(n: str) -> int:
+        if n not in memo:
+            memo[n] = max((1 + depth(c) for c in children.get(n, ())), default=0)
+        return memo[n]
+
+    return {n: depth(n) for n in parents}
+
+
+class RayExecutor:
+    """Launches ready nodes critical-path first. It keeps its own count of the CPUs/GPUs its runs
+    hold and does not let a shorter chain jump ahead of a longer one that is waiting for room
+    (otherwise a 1-CPU leaf can grab the core a teacher needs and the pipeline serialises)."""
+
+    name = "ray"
+
+    def __init__(self, storage_path: str, address: str | None = None, num_cpus: int | None = None, log=print):
+        self.storage_path = storage_path
+        self.address, self.num_cpus, self.log = address, num_cpus, log
+
+    def execute(self, tasks: dict[str, NodeTask], parents: dict[str, tuple[str, ...]], events: Events) -> None:
+        import ray
+
+        ensure_ray(self.address, self.num_cpus)
+        check_feasible(tasks)
+        total = ray.cluster_resources()
+        capacity = {"CPU": total.get("CPU", 0.0), "GPU": total.get("GPU", 0.0)}
+        requests = {n: worker_request(t, capacity["GPU"]) for n, t in tasks.items()}
+        need = {n: {"CPU": w * c, "GPU": w * g} for n, (w, c, g) in requests.items()}
+        order = {n: i for i, n in enumerate(tasks)}
+        priority = critical_path({n: tuple(p for p in parents.get(n, ()) if p in tasks) for n in tasks})
+        in_use = {"CPU": 0.0, "GPU": 0.0}
+        launch = ray.remote(num_cpus=0, max_retries=0)(_launch)
+        waiting = dict(tasks)
+        running: dict[Any, str] = {}
+        finished: set[str] = set()
+        failed: set[str] = set()
+        while waiting or running:
+            for name in list(waiting):
+                blocker = blocked_by_failure(name, parents, failed)
+                if blocker:
+                    del waiting[name]
+                    failed.add(name)
+                    events.on_fail(name, RaykdError(f"skipped: its ancestor '{blocker}' failed"))
+            ready = [n for n in waiting if all(p in finished or p not in tasks for p in parents.get(n, ()))]
+            for name in sorted(ready, key=lambda n: (-priority[n], order[n])):
+                fits = all(in_use[r] + need[name][r] <= capacity[r] + 1e-9 for r in in_use)
+                if not fits and running:
+                    break  # wait for room rather than let a shorter chain overtake
+                task = waiting.pop(name)
+                for r in in_use:
+                    in_use[r] += need[name][r]
+                events.on_start(name)
+                ref = launch.options(name=f"raykd:{name}").remote(
+                    task, requests[name], self.storage_path, task.node.resources.max_failures)
+                running[ref] = name
+            if not running:
+                continue
+            done, _ = ray.wait(list(running), num_returns=1)
+            for ref in done:
+                name = running.pop(ref)
+                for r in in_use:
+                    in_use[r] -= need[name][r]
+                try:
+                    result = ray.get(ref)
+                except Exception as e:
+                    failed.add(name)
+                    events.on_fail(name, _unwrap(e))
+                    continue
+                finished.add(name)
+                events.on_done(name, result)
+
+
+def _unwrap(e: BaseException) -> BaseException:
+    """Ray wraps task errors in RayTaskError; surface the original (ours carry clear messages)."""
+    cause = getattr(e, "cause", None)
+    return cause if isinstance(cause, BaseException) else e

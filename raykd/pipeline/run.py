@@ -1,0 +1,222 @@
+"""Run an experiment's DAG: skip cached nodes, track every run in MLflow, register the final student.
+
+The driver owns tracking: it creates the parent run and one child run per node to train (tagged
+with its lineage), hands the run id to the executor, and when a node finishes logs its final
+metrics, config, checkpoint and accuracy curve and closes the run.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raykd.config import Experiment
+from raykd.errors import RaykdError
+from raykd.pipeline.plan import PlanNode, make_plan
+from raykd.pipeline.store import NodeStore
+from raykd.pipeline.task import NodeTask
+from raykd.plots import accuracy_curve
+from raykd.tracking import Tracker, resolve_uri
+
+
+@dataclass
+class NodeOutcome:
+    name: str
+    plan: PlanNode
+    status: str  # trained | cached | failed | skipped
+    result: dict[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class PipelineResult:
+    experiment: str
+    parent_run_id: str
+    tracking_uri: str
+    nodes: dict[str, NodeOutcome]
+    registered: tuple[str, int] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(n.status in ("trained", "cached") for n in self.nodes.values())
+
+
+def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = None, num_cpus: int | None = None,
+                 log=print) -> PipelineResult:
+    plan = make_plan(exp)
+    storage = exp.storage
+    storage.mkdir(parents=True, exist_ok=True)
+    uri = resolve_uri(storage, exp.config.tracking.uri)
+    tracker = Tracker(uri, exp.config.tracking.experiment or exp.name, storage / "mlartifacts")
+    parent_id = tracker.start_parent(
+        exp.name,
+        tags={"raykd.pipeline": exp.name, "raykd.executor": executor, "raykd.config_file": exp.source or "",
+              "raykd.host": socket.gethostname(), "raykd.user": _user(), "raykd.storage": str(storage)},
+        params={"nodes": ",".join(plan), "final": exp.final, "executor": executor},
+    )
+    tracker.client.log_text(parent_id, exp.to_yaml(), "config.yaml")
+    log(f"raykd: pipeline '{exp.name}' -> {storage}  (MLflow {uri}, experiment '{tracker.experiment}', "
+        f"parent run {parent_id})")
+
+    outcomes: dict[str, NodeOutcome] = {}
+    tasks: dict[str, NodeTask] = {}
+    for name, pn in plan.items():
+        store = NodeStore(pn.dir)
+        if store.done():
+            result = store.result()
+            outcomes[name] = NodeOutcome(name, pn, "cached", result, result.get("run_id"), result.get("seconds", 0.0))
+            tracker.set_tags(parent_id, {f"raykd.node.{name}.run_id": result.get("run_id", "")})
+            log(f"raykd: node '{name}' is cached ({pn.dir.name}); not retraining")
+            continue
+        teacher = pn.node.teacher
+        teacher_run = outcomes[teacher].run_id if teacher else None
+        tags = {
+            "raykd.pipeline": exp.name, "raykd.node": name, "raykd.node_hash": pn.hash,
+            "raykd.method": pn.node.method.name, "raykd.model": pn.node.model,
+            "raykd.seed": str(pn.node.train.seed), "raykd.parents": ",".join(pn.parents),
+            "raykd.node_dir": str(pn.dir), "mlflow.runName": name,
+        }
+        if teacher:
+            tags.update({"raykd.teacher_node": teacher, "raykd.teacher_run_id": teacher_run or "",
+                         "raykd.teacher_hash": plan[teacher].hash})
+        run_id = store.run_id()
+        if run_id and tracker.reattach(run_id, parent_id):
+            tracker.set_tags(run_id, tags)
+            log(f"raykd: node '{name}' resumes (run {run_id})")
+        else:
+            run_id = tracker.create_child(parent_id, name, tags, _node_params(pn))
+        store.write_run_id(run_id, uri)
+        store.write_text("config.yaml", _node_yaml(pn))
+        tracker.set_tags(parent_id, {f"raykd.node.{name}.run_id": run_id})
+        outcomes[name] = NodeOutcome(name, pn, "pending", run_id=run_id)
+        tasks[name] = NodeTask(
+            name=name, hash=pn.hash, node=pn.node, out_dir=str(pn.dir),
+            teacher_path=str(plan[teacher].dir / "final.pt") if teacher else None,
+            data_cache=str(storage / "data_cache"), tracking_uri=uri, run_id=run_id,
+        )
+
+    events = _Events(tracker, outcomes, log)
+    parents = {name: pn.parents for name, pn in plan.items()}
+    ok = False
+    try:
+        if tasks:
+            _make_executor(executor, storage, address, num_cpus, log).execute(tasks, parents, events)
+        ok = all(o.status in ("trained", "cached") for o in outcomes.values())
+    except BaseException:
+        for o in outcomes.values():
+            if o.status in ("pending", "running") and o.run_id:
+                tracker.client.set_terminated(o.run_id, "KILLED")
+        tracker.client.set_terminated(parent_id, "KILLED")
+        raise
+
+    registered = None
+    final = outcomes.get(exp.final)
+    if final is not None and final.status in ("trained", "cached") and final.run_id:
+        registered = _register(tracker, exp, final, log)
+    tracker.finish(parent_id, ok)
+    return PipelineResult(exp.name, parent_id, uri, outcomes, registered)
+
+
+class _Events:
+    def __init__(self, tracker: Tracker, outcomes: dict[str, NodeOutcome], log):
+        self.tracker, self.outcomes, self.log = tracker, outcomes, log
+        self.started: dict[str, float] = {}
+
+    def on_start(self, name: str) -> None:
+        self.started[name] = time.time()
+        self.outcomes[name].status = "running"
+        self.log(f"raykd: node '{name}' started")
+
+    def on_done(self, name: str, result: dict[str, Any]) -> None:
+        o = self.outcomes[name]
+        o.seconds = time.time() - self.started.get(name, time.time())
+        history = result.pop("history", [])
+        o.result = {**result, "run_id": o.run_id, "seconds": o.seconds}
+        store = NodeStore(o.plan.dir)
+        t = self.tracker
+        try:
+            t.log_metrics(o.run_id, {k: v for k, v in result.items() if isinstance(v, (int, float))}, step=result.get("epochs", 0))
+            t.log_metrics(o.run_id, {"wall_seconds": o.seconds}, step=result.get("epochs", 0))
+            if history:
+                curve = accuracy_curve(history, o.plan.dir / "accuracy.png", title=f"{name} ({o.plan.node.model}, {o.plan.node.method.name})")
+                t.log_artifact(o.run_id, curve)
+            t.log_artifact(o.run_id, o.plan.dir / "config.yaml")
+            t.log_artifact(o.run_id, store.final, "checkpoint")
+            t.finish(o.run_id, True)
+        finally:
+            store.write_result(o.result)  # the node is finished even if tracking hiccuped
+        o.status = "trained"
+        self.log(f"raykd: node '{name}' finished in {o.seconds:.0f}s: test top-1 {result['test/top1']:.2f}%")
+
+    def on_fail(self, name: str, error: BaseException) -> None:
+        o = self.outcomes[name]
+        skipped = str(error).startswith("skipped:")
+        o.status = "skipped" if skipped else "failed"
+        o.error = str(error)
+        if o.run_id:
+            self.tracker.client.set_tag(o.run_id, "raykd.error", str(error)[:5000])
+            self.tracker.client.set_terminated(o.run_id, "KILLED" if skipped else "FAILED")
+        self.log(f"raykd: node '{name}' {o.status}: {error}")
+
+
+def _register(tracker: Tracker, exp: Experiment, final: NodeOutcome, log) -> tuple[str, int] | None:
+    from raykd.engine import load_student
+
+    name = exp.config.tracking.register_as or f"{exp.name}-{final.name}"
+    existing = tracker.registered_from(name, final.run_id)
+    if existing is not None:
+        return name, existing
+    model, _ = load_student(NodeStore(final.plan.dir).final)
+    version = tracker.register_student(final.run_id, model, name)
+    log(f"raykd: registered '{final.name}' as MLflow model '{name}' version {version} (alias @final)")
+    return name, version
+
+
+def _make_executor(kind: str, storage: Path, address, num_cpus, log):
+    if kind == "local":
+        from raykd.pipeline.local import LocalExecutor
+
+        return LocalExecutor(log=log)
+    if kind == "ray":
+        from raykd.pipeline.ray_executor import RayExecutor
+
+        return RayExecutor(str(storage / "ray"), address=address, num_cpus=num_cpus, log=log)
+    raise RaykdError(f"unknown executor '{kind}': use 'ray' or 'local'.")
+
+
+def _node_params(pn: PlanNode) -> dict[str, Any]:
+    n = pn.node
+    return {
+        "model": n.model, "model_kwargs": n.model_kwargs or "{}", "teacher": n.teacher or "",
+        "method": n.method.model_dump(mode="json"), "train": n.train.model_dump(mode="json"),
+        "data": n.data.model_dump(mode="json"), "resources": n.resources.model_dump(mode="json"),
+    }
+
+
+def _node_yaml(pn: PlanNode) -> str:
+    import yaml
+
+    return yaml.safe_dump({"node": pn.name, "hash": pn.hash, **_node_params(pn)}, sort_keys=False)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+
+
+def install_sigterm_handler() -> None:
+    """Turn SIGTERM (ray job stop, kill) into KeyboardInterrupt so runs are marked KILLED."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)

@@ -1,0 +1,46 @@
+"""What a worker receives and runs for one node: the engine plus live metric logging.
+
+A `NodeTask` is plain, picklable data; `run_task` is the same in-process and inside a Ray
+Train worker (which passes its rank, world size and device).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from raykd.config import ResolvedNode
+from raykd.engine import RunContext, fit, pick_device
+from raykd.tracking import MetricLogger
+
+
+@dataclass
+class NodeTask:
+    name: str
+    hash: str
+    node: ResolvedNode
+    out_dir: str
+    teacher_path: str | None
+    data_cache: str
+    tracking_uri: str | None
+    run_id: str | None
+
+
+def run_task(task: NodeTask, rank: int = 0, world_size: int = 1, device: torch.device | None = None,
+             log=print) -> dict[str, Any]:
+    logger = MetricLogger(task.tracking_uri, task.run_id) if task.run_id and rank == 0 else None
+    ctx = RunContext(
+        out_dir=Path(task.out_dir),
+        device=device or pick_device(task.node.train.device),
+        rank=rank,
+        world_size=world_size,
+        teacher_path=Path(task.teacher_path) if task.teacher_path else None,
+        data_cache=Path(task.data_cache),
+        on_epoch=(lambda epoch, metrics: logger.log_metrics(metrics, epoch)) if logger else None,
+        log=log,
+        tag=task.name,
+    )
+    return fit(task.node, ctx)

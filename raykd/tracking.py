@@ -1,0 +1,177 @@
+"""MLflow tracking: one experiment per pipeline, a parent run per invocation, a child per node.
+
+The driver creates every run (`MlflowClient.create_run`) and sets its final status; workers
+attach by run id and only log metrics, so lineage survives retries and crosses processes
+(`nested=True` does not). The default store is an absolute sqlite file under the storage path,
+created once by the driver before any worker touches it; `MLFLOW_TRACKING_URI` wins when set.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from raykd.errors import RaykdError
+
+
+def resolve_uri(storage: Path, configured: str | None) -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
+    if uri:
+        return uri
+    return f"sqlite:///{(Path(storage).resolve() / 'mlflow.db').as_posix()}"
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+class MetricLogger:
+    """What a worker holds: a client and a run id. Picklable, so Ray can ship it."""
+
+    def __init__(self, uri: str, run_id: str):
+        self.uri, self.run_id = uri, run_id
+        self._client = None
+
+    def __getstate__(self):
+        return {"uri": self.uri, "run_id": self.run_id, "_client": None}
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(self.uri)
+        return self._client
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(_clean(k), float(v), now, step) for k, v in metrics.items() if _is_number(v)]
+        for i in range(0, len(batch), 900):
+            self.client.log_batch(self.run_id, metrics=batch[i : i + 900])
+
+
+class Tracker:
+    """Driver-side: creates the experiment, parent and child runs, logs artifacts, registers."""
+
+    def __init__(self, uri: str, experiment: str, artifact_root: Path):
+        import logging
+
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # schema-creation chatter
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        self.uri = uri
+        mlflow.set_tracking_uri(uri)
+        self.client = MlflowClient(uri)
+        try:
+            exp = self.client.get_experiment_by_name(experiment)  # creates the sqlite schema once
+            if exp is None:
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=Path(artifact_root).resolve().as_uri()
+                    if "://" not in uri or uri.startswith("sqlite") else None)
+            else:
+                if exp.lifecycle_stage == "deleted":
+                    self.client.restore_experiment(exp.experiment_id)
+                self.experiment_id = exp.experiment_id
+        except Exception as e:  # unreachable server, bad URI: say which
+            raise RaykdError(f"cannot use MLflow tracking URI '{uri}': {type(e).__name__}: {e}") from None
+        self.experiment = experiment
+
+    def start_parent(self, name: str, tags: dict[str, str], params: dict[str, Any]) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def create_child(self, parent_id: str, name: str, tags: dict[str, str], params: dict[str, Any]) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=name,
+                                     tags={"mlflow.parentRunId": parent_id, **tags})
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def reattach(self, run_id: str, parent_id: str) -> bool:
+        """Continue an interrupted node's run under this invocation's parent; False if gone."""
+        try:
+            run = self.client.get_run(run_id)
+        except Exception:
+            return False
+        if run.info.experiment_id != self.experiment_id or run.info.lifecycle_stage == "deleted":
+            return False
+        self.client.set_tag(run_id, "mlflow.parentRunId", parent_id)
+        self.client.update_run(run_id, status="RUNNING")
+        return True
+
+    def run_exists(self, run_id: str | None) -> bool:
+        if not run_id:
+            return False
+        try:
+            return self.client.get_run(run_id).info.lifecycle_stage != "deleted"
+        except Exception:
+            return False
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(_clean(k), str(v)[:6000]) for k, v in flatten(params).items()]
+        for i in range(0, len(items), 90):
+            self.client.log_batch(run_id, params=items[i : i + 90])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        MetricLogger(self.uri, run_id).log_metrics(metrics, step)
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, str(v))
+
+    def log_artifact(self, run_id: str, path: Path, subdir: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), subdir)
+
+    def finish(self, run_id: str, ok: bool = True) -> None:
+        self.client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+    def register_student(self, run_id: str, model, registered_name: str, alias: str = "final") -> int:
+        """Log the student with mlflow.pytorch (pickle format: the pt2 default cannot .eval()),
+        register it and point `alias` at the new version. Returns the version number."""
+        import logging
+
+        import mlflow
+        import mlflow.pytorch
+
+        # Pickle is chosen on purpose (see docstring); its generic warning would only alarm users.
+        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pytorch.log_model(model, name="student", registered_model_name=registered_name,
+                                            serialization_format="pickle", await_registration_for=60)
+        versions = self.client.search_model_versions(f"name='{registered_name}'")
+        mine = [v for v in versions if v.run_id == run_id or v.source == info.model_uri]
+        version = max(int(v.version) for v in (mine or versions))
+        self.client.set_registered_model_alias(registered_name, alias, str(version))
+        self.client.update_run(run_id, status="FINISHED")
+        return version
+
+    def registered_from(self, registered_name: str, run_id: str) -> int | None:
+        try:
+            versions = self.client.search_model_versions(f"name='{registered_name}'")
+        except Exception:
+            return None
+        mine = [int(v.version) for v in versions if v.run_id == run_id]
+        return max(mine) if mine else None
+
+
+def _clean(key: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in key)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -1,0 +1,132 @@
+"""Config loading, overrides and the errors a user sees for each kind of mistake."""
+
+import pytest
+import yaml
+
+from raykd.config import apply_override, build_experiment, load_experiment
+from raykd.errors import ConfigError
+
+
+def write(tmp_path, raw, name="exp.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(raw))
+    return p
+
+
+def error_of(fn, *a, **kw) -> str:
+    with pytest.raises(ConfigError) as e:
+        fn(*a, **kw)
+    return str(e.value)
+
+
+def test_unknown_key_names_path_and_suggests(tmp_path, tiny_raw):
+    tiny_raw["train"]["epohcs"] = 3
+    msg = error_of(load_experiment, write(tmp_path, tiny_raw))
+    assert "train.epohcs: unknown key 'epohcs'" in msg
+    assert "Did you mean 'epochs'?" in msg
+
+
+def test_unknown_nested_and_node_keys(tiny_raw):
+    tiny_raw["train"]["optimizer"]["momentun"] = 0.9
+    msg = error_of(build_experiment, tiny_raw)
+    assert "train.optimizer.momentun" in msg and "'momentum'" in msg
+    tiny_raw["train"]["optimizer"].pop("momentun")
+    tiny_raw["nodes"]["kd"]["techer"] = "teacher"
+    msg = error_of(build_experiment, tiny_raw)
+    assert "nodes.kd.techer" in msg and "'teacher'" in msg
+
+
+def test_method_field_typo_is_reported_under_the_node(tiny_raw):
+    msg = error_of(build_experiment, tiny_raw, ["nodes.kd.method.temprature=2"])
+    assert "nodes.kd.method.temprature: unknown key" in msg
+    assert "Did you mean 'temperature'?" in msg
+
+
+def test_wrong_type_names_path_and_expected_type(tiny_raw):
+    msg = error_of(build_experiment, tiny_raw, ["train.epochs=abc"])
+    assert "train.epochs: expected an integer, got 'abc'" in msg
+    msg = error_of(build_experiment, tiny_raw, ["nodes.kd.method.temperature=hot"])
+    assert "nodes.kd.method.temperature: expected a number" in msg
+
+
+def test_out_of_range_and_literal(tiny_raw):
+    assert "train.epochs" in error_of(build_experiment, tiny_raw, ["train.epochs=0"])
+    msg = error_of(build_experiment, tiny_raw, ["train.optimizer.name=adam"])
+    assert "train.optimizer.name" in msg and "'sgd'" in msg and "'adamw'" in msg
+
+
+def test_missing_file_suggests_close_config(tmp_path, monkeypatch):
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "quickstart.yaml").write_text("name: q\n")
+    monkeypatch.chdir(tmp_path)
+    msg = error_of(load_experiment, "conf/quickstrt.yaml")
+    assert "config file not found: 'conf/quickstrt.yaml'" in msg
+    assert "conf/quickstart.yaml" in msg
+
+
+def test_invalid_yaml_names_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: [unclosed\n")
+    assert "bad.yaml' is not valid YAML" in error_of(load_experiment, p)
+
+
+def test_unknown_model_method_and_teacher(tiny_raw):
+    tiny_raw["nodes"]["vanilla"]["model"] = "resnet9"
+    tiny_raw["nodes"]["kd"]["teacher"] = "teachr"
+    tiny_raw["nodes"]["teacher"]["method"] = {"name": "vanila"}
+    msg = error_of(build_experiment, tiny_raw)
+    assert "nodes.vanilla.model: unknown model 'resnet9'" in msg
+    assert "nodes.kd.teacher: no node named 'teachr'. Did you mean 'teacher'?" in msg
+    assert "nodes.teacher.method.name: unknown method 'vanila'. Did you mean 'vanilla'?" in msg
+
+
+def test_teacher_required_and_forbidden(tiny_raw):
+    del tiny_raw["nodes"]["kd"]["teacher"]
+    tiny_raw["nodes"]["vanilla"]["teacher"] = "teacher"
+    msg = error_of(build_experiment, tiny_raw)
+    assert "nodes.kd: method 'kd' needs a teacher" in msg
+    assert "nodes.vanilla: method 'vanilla' does not use a teacher" in msg
+
+
+def test_cycle_is_an_error(tiny_raw):
+    tiny_raw["nodes"]["teacher"] = {"model": "resnet8", "teacher": "kd", "method": {"name": "kd"}}
+    assert "cycle" in error_of(build_experiment, tiny_raw)
+
+
+def test_overrides_parse_yaml_values_and_create_sections(tiny_raw):
+    exp = build_experiment(tiny_raw, ["train.epochs=7", "train.schedule.milestones=[3, 5]",
+                                      "nodes.kd.method.temperature=2", "nodes.kd.train.seed=3"])
+    assert exp.nodes["kd"].train.epochs == 7
+    assert exp.nodes["kd"].train.schedule.milestones == [3, 5]
+    assert exp.nodes["kd"].method.temperature == 2.0
+    assert exp.nodes["kd"].train.seed == 3
+    assert exp.nodes["vanilla"].train.seed == 0  # a node override stays on that node
+
+
+def test_malformed_override(tiny_raw):
+    assert "must look like 'section.key=value'" in error_of(build_experiment, tiny_raw, ["train.epochs"])
+    msg = error_of(build_experiment, tiny_raw, ["train.epochs.max=3"])
+    assert "'train.epochs' is a value, not a section" in msg
+
+
+def test_apply_override_does_not_touch_other_keys():
+    raw = {"a": {"b": 1, "c": 2}}
+    apply_override(raw, "a.b=5")
+    assert raw == {"a": {"b": 5, "c": 2}}
+
+
+def test_node_sections_merge_over_shared(tiny_raw):
+    tiny_raw["nodes"]["teacher"]["train"] = {"optimizer": {"lr": 0.2}}
+    exp = build_experiment(tiny_raw)
+    assert exp.nodes["teacher"].train.optimizer.lr == 0.2
+    assert exp.nodes["teacher"].train.optimizer.momentum == 0.9  # untouched siblings survive
+    assert exp.nodes["kd"].train.optimizer.lr == 0.05
+
+
+def test_print_config_round_trips(tiny_raw):
+    exp = build_experiment(tiny_raw)
+    text = exp.to_yaml()
+    back = yaml.safe_load(text)
+    assert back["nodes"]["kd"]["method"] == {"name": "kd", "temperature": 4.0, "alpha": 0.9, "ce_weight": 0.1}
+    assert back["nodes"]["kd"]["train"]["epochs"] == 2
+    assert back["final"] == "kd"
