@@ -212,6 +212,8 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
     result = {
         "params": n_params,
         "epochs": tcfg.epochs,
+        "world_size": ctx.world_size,
+        "steps_per_epoch": steps_per_epoch,
         "val/top1": last_val.get("val/top1", float("nan")),
         "test/top1": last_test["top1"],
         "test/top5": last_test["top5"],

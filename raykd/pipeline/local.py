@@ -13,6 +13,13 @@ class LocalExecutor:
     def __init__(self, log=print):
         self.log = log
 
+    def check(self, nodes) -> None:
+        """In-process runs use one worker; asking for more is a mistake worth stopping on."""
+        many = [n for n, node in nodes.items() if node.resources.workers > 1]
+        if many:
+            raise RaykdError(f"the local executor runs one worker per node, but {', '.join(many)} ask(s) for "
+                             f"resources.workers > 1: use --executor ray for DDP.")
+
     def execute(self, tasks: dict[str, NodeTask], parents: dict[str, tuple[str, ...]], events: Events) -> None:
         failed: set[str] = set()
         for name, task in tasks.items():  # already in topological order

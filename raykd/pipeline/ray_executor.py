@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from raykd.config import ResolvedNode
 from raykd.errors import RaykdError, ResourceError
 from raykd.pipeline.events import Events, blocked_by_failure
 from raykd.pipeline.task import NodeTask
@@ -44,25 +45,25 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     return True
 
 
-def worker_request(task: NodeTask, cluster_gpus: float) -> tuple[int, float, float]:
+def worker_request(node: ResolvedNode, cluster_gpus: float) -> tuple[int, float, float]:
     """(workers, CPUs per worker, GPUs per worker); `auto` GPUs means one each if the cluster has any."""
-    r = task.node.resources
+    r = node.resources
     gpus = r.gpus_per_worker
     if gpus == "auto":
-        gpus = 1.0 if cluster_gpus >= 1 and task.node.train.device in ("auto", "cuda") else 0.0
-    if task.node.train.device == "cpu":
+        gpus = 1.0 if cluster_gpus >= 1 and node.train.device in ("auto", "cuda") else 0.0
+    if node.train.device == "cpu":
         gpus = 0.0
     return r.workers, r.cpus_per_worker, float(gpus)
 
 
-def check_feasible(tasks: dict[str, NodeTask]) -> None:
+def check_feasible(nodes: dict[str, ResolvedNode]) -> None:
     import ray
 
     total = ray.cluster_resources()
     machines = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     problems = []
-    for name, task in tasks.items():
-        w, c, g = worker_request(task, total.get("GPU", 0))
+    for name, node in nodes.items():
+        w, c, g = worker_request(node, total.get("GPU", 0))
         if w * c > total.get("CPU", 0) or w * g > total.get("GPU", 0):
             problems.append(
                 f"node '{name}' asks for {w} worker(s) x ({c:g} CPU, {g:g} GPU) = {w * c:g} CPU, {w * g:g} GPU, "
@@ -152,14 +153,17 @@ class RayExecutor:
         self.storage_path = storage_path
         self.address, self.num_cpus, self.log = address, num_cpus, log
 
+    def check(self, nodes: dict[str, ResolvedNode]) -> None:
+        ensure_ray(self.address, self.num_cpus)
+        check_feasible(nodes)
+
     def execute(self, tasks: dict[str, NodeTask], parents: dict[str, tuple[str, ...]], events: Events) -> None:
         import ray
 
         ensure_ray(self.address, self.num_cpus)
-        check_feasible(tasks)
         total = ray.cluster_resources()
         capacity = {"CPU": total.get("CPU", 0.0), "GPU": total.get("GPU", 0.0)}
-        requests = {n: worker_request(t, capacity["GPU"]) for n, t in tasks.items()}
+        requests = {n: worker_request(t.node, capacity["GPU"]) for n, t in tasks.items()}
         need = {n: {"CPU": w * c, "GPU": w * g} for n, (w, c, g) in requests.items()}
         order = {n: i for i, n in enumerate(tasks)}
         priority = critical_path({n: tuple(p for p in parents.get(n, ()) if p in tasks) for n in tasks})

@@ -53,6 +53,8 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
                  log=print) -> PipelineResult:
     plan = make_plan(exp)
     storage = exp.storage
+    runner = _make_executor(executor, storage, address, num_cpus, log)
+    runner.check({name: pn.node for name, pn in plan.items()})  # before anything is written
     storage.mkdir(parents=True, exist_ok=True)
     uri = resolve_uri(storage, exp.config.tracking.uri)
     tracker = Tracker(uri, exp.config.tracking.experiment or exp.name, storage / "mlartifacts")
@@ -108,7 +110,7 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
     ok = False
     try:
         if tasks:
-            _make_executor(executor, storage, address, num_cpus, log).execute(tasks, parents, events)
+            runner.execute(tasks, parents, events)
         ok = all(o.status in ("trained", "cached") for o in outcomes.values())
     except BaseException:
         for o in outcomes.values():
@@ -143,8 +145,9 @@ class _Events:
         store = NodeStore(o.plan.dir)
         t = self.tracker
         try:
-            t.log_metrics(o.run_id, {k: v for k, v in result.items() if isinstance(v, (int, float))}, step=result.get("epochs", 0))
-            t.log_metrics(o.run_id, {"wall_seconds": o.seconds}, step=result.get("epochs", 0))
+            per_epoch = set(history[0]) if history else set()
+            summary = {k: v for k, v in result.items() if isinstance(v, (int, float)) and k not in per_epoch | {"epochs"}}
+            t.log_metrics(o.run_id, {**summary, "wall_seconds": o.seconds}, step=result.get("epochs", 0))
             if history:
                 curve = accuracy_curve(history, o.plan.dir / "accuracy.png", title=f"{name} ({o.plan.node.model}, {o.plan.node.method.name})")
                 t.log_artifact(o.run_id, curve)

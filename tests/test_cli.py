@@ -1,0 +1,101 @@
+"""The command line as a user meets it: listings, errors without tracebacks, eval, kill + resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO
+
+
+def raykd(*args, cwd=REPO, timeout=300):
+    return subprocess.run([sys.executable, "-m", "raykd.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_models_and_methods_listings():
+    out = raykd("models").stdout
+    assert "resnet8x4" in out and "1.234M" in out and "resnet32x4" in out and "7.434M" in out
+    out = raykd("methods").stdout
+    assert "kd " in out and "teacher" in out and "'temperature': 4.0" in out and "vanilla" in out
+
+
+def test_config_mistakes_exit_2_with_one_clear_message(tmp_path):
+    r = raykd("run", "conf/quickstart.yaml", "train.epohcs=3")
+    assert r.returncode == 2
+    assert "train.epohcs: unknown key 'epohcs'. Did you mean 'epochs'?" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = raykd("run", "conf/quickstrt.yaml")
+    assert r.returncode == 2 and "Did you mean 'conf/quickstart.yaml'?" in r.stderr
+    r = raykd("run", "conf/quickstart.yaml", "nodes.kd.teacher=teachr")
+    assert r.returncode == 2 and "nodes.kd.teacher: no node named 'teachr'" in r.stderr
+
+
+def test_print_config_shows_resolved_nodes():
+    r = raykd("run", "conf/quickstart.yaml", "train.epochs=3", "--print-config")
+    assert r.returncode == 0, r.stderr
+    cfg = yaml.safe_load(r.stdout)
+    assert cfg["nodes"]["kd"]["train"]["epochs"] == 3 and cfg["nodes"]["kd"]["method"]["temperature"] == 4.0
+    assert cfg["nodes"]["teacher"]["resources"]["cpus_per_worker"] == 2.0
+
+
+def _config(tmp_path, kd_epochs):
+    cfg = {
+        "name": "killme", "storage": str(tmp_path / "runs"),
+        "data": {"name": "digits", "batch_size": 64, "train_limit": 256, "augment": {"flip": False}},
+        "train": {"epochs": 1},
+        "nodes": {"teacher": {"model": "resnet8"},
+                  "kd": {"model": "resnet8", "teacher": "teacher", "method": {"name": "kd"},
+                         "train": {"epochs": kd_epochs}}},
+    }
+    path = tmp_path / "killme.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_killed_run_resumes_without_retraining_finished_nodes(tmp_path):
+    path = _config(tmp_path, kd_epochs=6)
+    proc = subprocess.Popen([sys.executable, "-m", "raykd.cli", "run", str(path), "--executor", "local"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    nodes = tmp_path / "runs" / "nodes"
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(nodes.glob("kd-*/checkpoint.pt")):
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up, like a lost machine
+    proc.wait()
+    teacher_dir = next(nodes.glob("teacher-*"))
+    kd_dir = next(nodes.glob("kd-*"))
+    assert (teacher_dir / "result.json").is_file() and not (kd_dir / "result.json").exists()
+    teacher_mtime = (teacher_dir / "final.pt").stat().st_mtime_ns
+    kd_run = json.loads((kd_dir / "run.json").read_text())["run_id"]
+
+    r = raykd("run", str(path), "--executor", "local", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "node 'teacher' is cached" in r.stdout
+    assert f"node 'kd' resumes (run {kd_run})" in r.stdout
+    assert "resuming from" in r.stdout
+    assert (teacher_dir / "final.pt").stat().st_mtime_ns == teacher_mtime, "teacher not retrained"
+    assert (kd_dir / "result.json").is_file()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    steps = [m.step for m in client.get_metric_history(kd_run, "val/top1")]
+    assert len(steps) == len(set(steps)) and steps[-1] == 6, "one curve, continued, no epoch logged twice"
+    assert client.get_run(kd_run).info.status == "FINISHED"
+
+
+def test_eval_reports_the_trained_accuracy(tmp_path):
+    path = _config(tmp_path, kd_epochs=1)
+    r = raykd("run", str(path), "--executor", "local", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    kd_dir = next((tmp_path / "runs" / "nodes").glob("kd-*"))
+    expected = json.loads((kd_dir / "result.json").read_text())["test/top1"]
+    r = raykd("eval", str(kd_dir / "final.pt"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"top-1 {expected:.2f}%" in r.stdout and "digits test (359 images)" in r.stdout
+    r = raykd("eval", str(tmp_path / "nope.pt"), cwd=tmp_path)
+    assert r.returncode == 2 and "student file not found" in r.stderr
