@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Submit a raykd pipeline to a Ray cluster with `ray job submit` (default: the quickstart).
+#
+#   RAY_ADDRESS=http://<head>:8265 RAYKD_STORAGE=/shared/raykd jobs/quickstart.sh [CONFIG] [key=value ...]
+#
+# RAYKD_STORAGE must be an absolute path every node of the cluster can read and write (NFS, a
+# shared volume): node checkpoints, the data cache and, by default, the MLflow store live there.
+# Set MLFLOW_TRACKING_URI to log to a team MLflow server instead. The job's code is this
+# working directory; the Python on the PATH of the cluster (or RAYKD_PYTHON) needs raykd's
+# dependencies (torch, ray, mlflow, ...).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+: "${RAY_ADDRESS:?set RAY_ADDRESS to the job server of the cluster, e.g. http://127.0.0.1:8265}"
+config=${1:-conf/quickstart.yaml}
+[ $# -gt 0 ] && shift
+storage=${RAYKD_STORAGE:-$PWD/runs}
+case "$storage" in /*) ;; *) echo "RAYKD_STORAGE must be an absolute path, got '$storage'" >&2; exit 2 ;; esac
+[ -f "$config" ] || { echo "config file not found: '$config'" >&2; exit 2; }
+# Ray 2.60 clusters use token auth by default; the CLI then needs this (and ~/.ray/auth_token).
+export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
+
+env_vars="\"RAY_TRAIN_ENABLE_PRINT_PATCH\": \"0\", \"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S\": \"0.5\", \"RAY_COLOR_PREFIX\": \"0\", \"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER\": \"0\""
+if [ -n "${MLFLOW_TRACKING_URI:-}" ]; then
+  env_vars="$env_vars, \"MLFLOW_TRACKING_URI\": \"$MLFLOW_TRACKING_URI\""
+fi
+runtime_env="{\"excludes\": [\".venv\", \"runs\", \".git\", \"*.pt\", \"*.db\"], \"env_vars\": {$env_vars}}"
+
+exec ray job submit --address "$RAY_ADDRESS" --working-dir . --runtime-env-json "$runtime_env" \
+  ${RAYKD_SUBMIT_ARGS:-} -- "${RAYKD_PYTHON:-python}" -m raykd.cli run "$config" "storage=$storage" "$@"
