@@ -8,6 +8,7 @@ created once by the driver before any worker touches it; `MLFLOW_TRACKING_URI` w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -21,6 +22,28 @@ def resolve_uri(storage: Path, configured: str | None) -> str:
     if uri:
         return uri
     return f"sqlite:///{(Path(storage).resolve() / 'mlflow.db').as_posix()}"
+
+
+@contextlib.contextmanager
+def fluent_uri(uri: str):
+    """Point MLflow's global (fluent) API at `uri` for one block, then restore what was there,
+    environment variables included."""
+    import mlflow
+
+    saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    saved = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved[0])
+        mlflow.set_registry_uri(saved[1])
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -73,8 +96,9 @@ class Tracker:
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # schema-creation chatter
         logging.getLogger("alembic").setLevel(logging.WARNING)
         self.uri = uri
-        mlflow.set_tracking_uri(uri)
-        self.client = MlflowClient(uri)
+        # No mlflow.set_tracking_uri here: MLflow 3 also exports it as $MLFLOW_TRACKING_URI, which
+        # would leak this store into every later pipeline of the process (see fluent_uri).
+        self.client = MlflowClient(uri, registry_uri=uri)
         try:
             exp = self.client.get_experiment_by_name(experiment)  # creates the sqlite schema once
             if exp is None:
@@ -150,7 +174,7 @@ class Tracker:
 
         # Pickle is chosen on purpose (see docstring); its generic warning would only alarm users.
         logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
-        with mlflow.start_run(run_id=run_id):
+        with fluent_uri(self.uri), mlflow.start_run(run_id=run_id):
             info = mlflow.pytorch.log_model(model, name="student", registered_model_name=registered_name,
                                             serialization_format="pickle", await_registration_for=60)
         versions = self.client.search_model_versions(f"name='{registered_name}'")

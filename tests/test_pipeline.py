@@ -61,8 +61,11 @@ def test_pipeline_tracks_lineage_registers_and_caches(tiny_raw):
     # The registered final student loads back and gives the same outputs as the node's file.
     import mlflow.pytorch
 
+    from raykd.tracking import fluent_uri
+
     assert result.registered == ("tiny-kd", 1)
-    loaded = mlflow.pytorch.load_model("models:/tiny-kd@final").eval()
+    with fluent_uri(result.tracking_uri):
+        loaded = mlflow.pytorch.load_model("models:/tiny-kd@final").eval()
     ours, _ = load_student(result.nodes["kd"].plan.dir / "final.pt")
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
@@ -114,3 +117,24 @@ def test_tracking_uri_env_wins(tiny_raw, tmp_path, monkeypatch):
     result = run_pipeline(build_experiment(raw), executor="local", log=quiet)
     assert result.tracking_uri == uri and (tmp_path / "team.db").is_file()
     assert not (tmp_path / "runs" / "mlflow.db").exists()
+
+
+def test_pipelines_in_one_process_keep_their_own_store(tiny_raw, tmp_path):
+    """MLflow 3's set_tracking_uri exports $MLFLOW_TRACKING_URI; raykd must not leak it."""
+    import os
+
+    raw = copy.deepcopy(tiny_raw)
+    raw["nodes"] = {"teacher": raw["nodes"]["teacher"]}
+    raw["train"]["epochs"] = 1
+    raw["final"] = "teacher"
+    results = []
+    for name in ("one", "two"):
+        r = copy.deepcopy(raw)
+        r["storage"] = str(tmp_path / name)
+        results.append(run_pipeline(build_experiment(r), executor="local", log=quiet))
+        assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert results[0].tracking_uri != results[1].tracking_uri
+    assert (tmp_path / "two" / "mlflow.db").is_file()
+    for res in results:
+        assert res.registered == ("tiny-teacher", 1), "each store has its own registry"
+        assert MlflowClient(res.tracking_uri).get_run(res.parent_run_id).info.status == "FINISHED"

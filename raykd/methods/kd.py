@@ -27,8 +27,8 @@ class KD(Distiller):
 
     def forward(self, batch):
         images = batch["image"]
+        t_logits = self.teacher_forward(images).logits  # teacher first: see Distiller.teacher_forward
         out = self.student(images)
-        t_logits = self.teacher_forward(images).logits
         return out.logits, {
             "ce": self.cfg.ce_weight * F.cross_entropy(out.logits, batch["label"]),
             "kd": self.cfg.alpha * kd_loss(out.logits, t_logits, self.cfg.temperature),
