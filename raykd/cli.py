@@ -139,7 +139,7 @@ def cmd_ui(args) -> int:
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db.as_posix()}",
            "--host", args.host, "--port", str(args.port)]
-    proc = subprocess.Popen(cmd, env=env)
+    proc = subprocess.Popen(cmd, env=env, stdout=sys.stderr)  # our stdout carries just the URL
     url = f"http://{args.host}:{args.port}"
     for _ in range(120):
         if proc.poll() is not None:

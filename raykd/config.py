@@ -154,7 +154,11 @@ class Experiment(BaseModel):
 
     @property
     def final(self) -> str:
-        return self.config.final or list(self.nodes)[-1]
+        """`final:` if set, else the last node (in config order) that no other node learns from."""
+        if self.config.final:
+            return self.config.final
+        teachers = {n.teacher for n in self.nodes.values()}
+        return [name for name in self.nodes if name not in teachers][-1]
 
     def to_yaml(self) -> str:
         """The resolved config, every default filled in, as `--print-config` shows it."""

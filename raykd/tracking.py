@@ -136,6 +136,22 @@ class Tracker:
         self.client.update_run(run_id, status="RUNNING")
         return True
 
+    def close_stale(self, pipeline: str, host: str) -> list[str]:
+        """Mark KILLED the RUNNING runs of `pipeline` whose driver on this host is gone (a SIGKILL
+        or a lost session leaves them RUNNING forever otherwise). Returns their run ids."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`raykd.pipeline` = '{pipeline}' and attributes.status = 'RUNNING'", max_results=1000)
+        parents = {r.info.run_id: r for r in runs if "mlflow.parentRunId" not in r.data.tags}
+        dead = {rid for rid, r in parents.items()
+                if r.data.tags.get("raykd.host") == host and not _alive(r.data.tags.get("raykd.pid"))}
+        closed = []
+        for r in runs:
+            if r.info.run_id in dead or r.data.tags.get("mlflow.parentRunId") in dead:
+                self.client.set_terminated(r.info.run_id, "KILLED")
+                closed.append(r.info.run_id)
+        return closed
+
     def run_exists(self, run_id: str | None) -> bool:
         if not run_id:
             return False
@@ -199,3 +215,15 @@ def _clean(key: str) -> str:
 
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _alive(pid: str | None) -> bool:
+    if not pid or not pid.isdigit():
+        return True  # unknown: leave it alone
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

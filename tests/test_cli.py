@@ -82,7 +82,12 @@ def test_killed_run_resumes_without_retraining_finished_nodes(tmp_path):
     assert "resuming from" in r.stdout
     assert (teacher_dir / "final.pt").stat().st_mtime_ns == teacher_mtime, "teacher not retrained"
     assert (kd_dir / "result.json").is_file()
+    assert "marked 2 run(s) of an earlier, killed invocation as KILLED" in r.stdout  # parent + kd
     client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    parents = client.search_runs([client.get_experiment_by_name("killme").experiment_id],
+                                 "attributes.status != 'RUNNING'")
+    statuses = sorted(p.info.status for p in parents if "mlflow.parentRunId" not in p.data.tags)
+    assert statuses == ["FINISHED", "KILLED"], "the killed invocation's parent does not stay RUNNING"
     steps = [m.step for m in client.get_metric_history(kd_run, "val/top1")]
     assert len(steps) == len(set(steps)) and steps[-1] == 6, "one curve, continued, no epoch logged twice"
     assert client.get_run(kd_run).info.status == "FINISHED"
@@ -99,3 +104,26 @@ def test_eval_reports_the_trained_accuracy(tmp_path):
     assert f"top-1 {expected:.2f}%" in r.stdout and "digits test (359 images)" in r.stdout
     r = raykd("eval", str(tmp_path / "nope.pt"), cwd=tmp_path)
     assert r.returncode == 2 and "student file not found" in r.stderr
+
+
+def test_ui_serves_the_local_store(tmp_path):
+    import urllib.request
+
+    from conftest import free_port
+
+    path = _config(tmp_path, kd_epochs=1)
+    assert raykd("run", str(path), "--executor", "local", cwd=tmp_path).returncode == 0
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "raykd.cli", "ui", "--storage", str(tmp_path / "runs"),
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert f"at http://127.0.0.1:{port}" in line
+        body = urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=killme", timeout=10).read()
+        assert b'"name": "killme"' in body or b'"name":"killme"' in body
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    r = raykd("ui", "--storage", str(tmp_path / "nowhere"))
+    assert r.returncode == 2 and "no MLflow store" in r.stderr

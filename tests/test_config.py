@@ -130,3 +130,9 @@ def test_print_config_round_trips(tiny_raw):
     assert back["nodes"]["kd"]["method"] == {"name": "kd", "temperature": 4.0, "alpha": 0.9, "ce_weight": 0.1}
     assert back["nodes"]["kd"]["train"]["epochs"] == 2
     assert back["final"] == "kd"
+
+
+def test_final_defaults_to_the_last_leaf(tiny_raw):
+    del tiny_raw["final"]
+    tiny_raw["nodes"] = {"kd": tiny_raw["nodes"]["kd"], "teacher": tiny_raw["nodes"]["teacher"]}
+    assert build_experiment(tiny_raw).final == "kd", "a teacher is never the default final student"

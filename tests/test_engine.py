@@ -137,3 +137,14 @@ def test_batch_larger_than_train_split_is_a_clear_error(tiny_raw, tmp_path):
 
     with pytest.raises(ConfigError, match="batch_size \\(512\\) is larger than the training split"):
         fit(node, RunContext(out_dir=tmp_path, log=quiet))
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_and_channels_last_train(tiny_raw, tmp_path, amp):
+    exp = build_experiment(tiny_raw, ["train.epochs=1", f"train.amp={amp}", "train.channels_last=true",
+                                      "train.grad_clip=5.0"])
+    fit(exp.nodes["teacher"], RunContext(out_dir=tmp_path / "t", log=quiet))
+    result = fit(exp.nodes["kd"], RunContext(out_dir=tmp_path / "k", teacher_path=tmp_path / "t" / "final.pt", log=quiet))
+    assert result["test/top1"] >= 0 and result["steps_per_epoch"] == 4
+    model, _ = load_student(tmp_path / "k" / "final.pt")
+    assert all(p.dtype == torch.float32 for p in model.parameters()), "weights stay float32 under autocast"

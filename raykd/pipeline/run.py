@@ -58,10 +58,14 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
     storage.mkdir(parents=True, exist_ok=True)
     uri = resolve_uri(storage, exp.config.tracking.uri)
     tracker = Tracker(uri, exp.config.tracking.experiment or exp.name, storage / "mlartifacts")
+    stale = tracker.close_stale(exp.name, socket.gethostname())
+    if stale:
+        log(f"raykd: marked {len(stale)} run(s) of an earlier, killed invocation as KILLED")
     parent_id = tracker.start_parent(
         exp.name,
         tags={"raykd.pipeline": exp.name, "raykd.executor": executor, "raykd.config_file": exp.source or "",
-              "raykd.host": socket.gethostname(), "raykd.user": _user(), "raykd.storage": str(storage)},
+              "raykd.host": socket.gethostname(), "raykd.pid": str(os.getpid()), "raykd.user": _user(),
+              "raykd.storage": str(storage)},
         params={"nodes": ",".join(plan), "final": exp.final, "executor": executor},
     )
     tracker.client.log_text(parent_id, exp.to_yaml(), "config.yaml")
