@@ -151,6 +151,14 @@ def cmd_ui(args) -> int:
             time.sleep(0.5)
     print(f"raykd: MLflow UI for {db} at {url}  (Ctrl-C to stop)", flush=True)
     try:
+        from mlflow.tracking import MlflowClient
+
+        for e in MlflowClient(f"sqlite:///{db.as_posix()}").search_experiments():
+            if e.name != "Default":
+                print(f"  {e.name}: {url}/#/experiments/{e.experiment_id}/runs", flush=True)
+    except Exception:
+        pass  # the links are a convenience; the server is what matters
+    try:
         return proc.wait()
     except KeyboardInterrupt:
         proc.terminate()

@@ -109,6 +109,10 @@ class Tracker:
                 if exp.lifecycle_stage == "deleted":
                     self.client.restore_experiment(exp.experiment_id)
                 self.experiment_id = exp.experiment_id
+            exp = self.client.get_experiment(self.experiment_id)
+            if "mlflow.experimentKind" not in exp.tags:
+                # MLflow 3's UI opens untagged experiments in its GenAI (traces) view.
+                self.client.set_experiment_tag(self.experiment_id, "mlflow.experimentKind", "custom_model_development")
         except Exception as e:  # unreachable server, bad URI: say which
             raise RaykdError(f"cannot use MLflow tracking URI '{uri}': {type(e).__name__}: {e}") from None
         self.experiment = experiment
@@ -151,6 +155,18 @@ class Tracker:
                 self.client.set_terminated(r.info.run_id, "KILLED")
                 closed.append(r.info.run_id)
         return closed
+
+    def adopt_if_orphaned(self, run_id: str, parent_id: str) -> bool:
+        """Move a finished node's run under this invocation when its own invocation was killed
+        or failed, so the latest parent shows the whole pipeline. Finished invocations keep theirs."""
+        try:
+            old = self.client.get_run(run_id).data.tags.get("mlflow.parentRunId")
+            if old and self.client.get_run(old).info.status in ("KILLED", "FAILED"):
+                self.client.set_tag(run_id, "mlflow.parentRunId", parent_id)
+                return True
+        except Exception:
+            pass
+        return False
 
     def run_exists(self, run_id: str | None) -> bool:
         if not run_id:

@@ -88,6 +88,9 @@ def test_killed_run_resumes_without_retraining_finished_nodes(tmp_path):
                                  "attributes.status != 'RUNNING'")
     statuses = sorted(p.info.status for p in parents if "mlflow.parentRunId" not in p.data.tags)
     assert statuses == ["FINISHED", "KILLED"], "the killed invocation's parent does not stay RUNNING"
+    new_parent = next(p for p in parents if "mlflow.parentRunId" not in p.data.tags and p.info.status == "FINISHED")
+    kids = client.search_runs([new_parent.info.experiment_id], f"tags.mlflow.parentRunId = '{new_parent.info.run_id}'")
+    assert sorted(k.data.tags["raykd.node"] for k in kids) == ["kd", "teacher"], "the rerun's parent shows the whole pipeline"
     steps = [m.step for m in client.get_metric_history(kd_run, "val/top1")]
     assert len(steps) == len(set(steps)) and steps[-1] == 6, "one curve, continued, no epoch logged twice"
     assert client.get_run(kd_run).info.status == "FINISHED"

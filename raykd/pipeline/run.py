@@ -61,11 +61,16 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
     stale = tracker.close_stale(exp.name, socket.gethostname())
     if stale:
         log(f"raykd: marked {len(stale)} run(s) of an earlier, killed invocation as KILLED")
+    source = {"mlflow.user": _user(), "mlflow.source.name": exp.source or "", "mlflow.source.type": "LOCAL"}
     parent_id = tracker.start_parent(
-        exp.name,
+        f"{exp.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
         tags={"raykd.pipeline": exp.name, "raykd.executor": executor, "raykd.config_file": exp.source or "",
               "raykd.host": socket.gethostname(), "raykd.pid": str(os.getpid()), "raykd.user": _user(),
-              "raykd.storage": str(storage)},
+              "raykd.storage": str(storage), **source,
+              "mlflow.note.content": f"raykd pipeline '{exp.name}' ({executor} executor): "
+                                     + ", ".join(f"{n} ({pn.node.model}, {pn.node.method.name}"
+                                                 + (f" from {pn.node.teacher})" if pn.node.teacher else ")")
+                                                 for n, pn in plan.items())},
         params={"nodes": ",".join(plan), "final": exp.final, "executor": executor},
     )
     tracker.client.log_text(parent_id, exp.to_yaml(), "config.yaml")
@@ -80,6 +85,8 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
             result = store.result()
             outcomes[name] = NodeOutcome(name, pn, "cached", result, result.get("run_id"), result.get("seconds", 0.0))
             tracker.set_tags(parent_id, {f"raykd.node.{name}.run_id": result.get("run_id", "")})
+            if result.get("run_id"):
+                tracker.adopt_if_orphaned(result["run_id"], parent_id)
             log(f"raykd: node '{name}' is cached ({pn.dir.name}); not retraining")
             continue
         teacher = pn.node.teacher
@@ -88,7 +95,10 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
             "raykd.pipeline": exp.name, "raykd.node": name, "raykd.node_hash": pn.hash,
             "raykd.method": pn.node.method.name, "raykd.model": pn.node.model,
             "raykd.seed": str(pn.node.train.seed), "raykd.parents": ",".join(pn.parents),
-            "raykd.node_dir": str(pn.dir), "mlflow.runName": name,
+            "raykd.node_dir": str(pn.dir), "mlflow.runName": name, **source,
+            "mlflow.note.content": f"{pn.node.model} trained with {pn.node.method.name}"
+                                   + (f" from teacher node '{teacher}' (run {teacher_run})" if teacher else "")
+                                   + f"; node folder {pn.dir}",
         }
         if teacher:
             tags.update({"raykd.teacher_node": teacher, "raykd.teacher_run_id": teacher_run or "",
