@@ -148,3 +148,16 @@ def test_mixed_precision_and_channels_last_train(tiny_raw, tmp_path, amp):
     assert result["test/top1"] >= 0 and result["steps_per_epoch"] == 4
     model, _ = load_student(tmp_path / "k" / "final.pt")
     assert all(p.dtype == torch.float32 for p in model.parameters()), "weights stay float32 under autocast"
+
+
+def test_live_progress_line_redraws_and_clears(capsys):
+    from raykd.engine.trainer import _LiveLine
+
+    line = _LiveLine("[kd] epoch 2/5", steps=10)
+    line.last -= 1.0  # pretend half a second has passed
+    line.update(4, torch.tensor(0.25))
+    line.update(5, torch.tensor(0.2))  # too soon: not redrawn
+    line.clear()
+    out = capsys.readouterr().out
+    assert out.startswith("\r[kd] epoch 2/5 [#########") and "4/10  loss 0.2500" in out
+    assert "5/10" not in out and out.endswith("\r\033[K")

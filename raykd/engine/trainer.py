@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ class RunContext:
     on_epoch: Callable[[int, dict[str, float]], None] | None = None
     log: Callable[[str], None] = print
     tag: str = ""
+    live: bool = False  # redraw an in-epoch progress line (only when a terminal is attached)
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -144,7 +146,10 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
         correct = torch.zeros((), device=device)
         seen = 0
         pending = None  # (step, total, terms) of the previous step, checked one step late
+        live = _LiveLine(f"[{tag}] epoch {epoch + 1}/{tcfg.epochs}", steps_per_epoch) if ctx.live and is_main else None
         for batch in train_loader:
+            if live is not None and pending is not None:
+                live.update(step - epoch * steps_per_epoch, pending[1])
             set_lr(optimizer, lr_at(step, steps_per_epoch, tcfg.epochs, tcfg.optimizer.lr, tcfg.schedule))
             with autocast():
                 logits, losses = model(batch)
@@ -168,6 +173,8 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
             step += 1
         if pending is not None:
             _check_finite(*pending, epoch=epoch, tag=tag)
+        if live is not None:
+            live.clear()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds = time.perf_counter() - t0
@@ -244,6 +251,31 @@ def _check_finite(step: int, total: torch.Tensor, terms: dict[str, torch.Tensor]
         f"({shown}). Training stopped; the last good checkpoint is kept. Lower the learning rate, "
         f"enable grad_clip, or check the inputs."
     )
+
+
+class _LiveLine:
+    """A single terminal line redrawn at most twice a second: steps done, loss, rate."""
+
+    def __init__(self, prefix: str, steps: int):
+        self.prefix, self.steps = prefix, steps
+        self.start = self.last = time.perf_counter()
+
+    def update(self, done: int, loss: torch.Tensor) -> None:
+        now = time.perf_counter()
+        if now - self.last < 0.5:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        eta = (self.steps - done) / max(rate, 1e-9)
+        width = 24
+        bar = "#" * int(width * done / self.steps)
+        sys.stdout.write(f"\r{self.prefix} [{bar:<{width}}] {done}/{self.steps}  loss {float(loss):.4f}  "
+                         f"{rate:.1f} it/s  {_fmt_seconds(eta)} left\033[K")
+        sys.stdout.flush()
+
+    def clear(self) -> None:
+        sys.stdout.write("\r\033[K")
+        sys.stdout.flush()
 
 
 def _fmt_seconds(s: float) -> str:

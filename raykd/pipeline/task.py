@@ -6,6 +6,7 @@ Train worker (which passes its rank, world size and device).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,5 +43,6 @@ def run_task(task: NodeTask, rank: int = 0, world_size: int = 1, device: torch.d
         on_epoch=(lambda epoch, metrics: logger.log_metrics(metrics, epoch)) if logger else None,
         log=log,
         tag=task.name,
+        live=rank == 0 and sys.stdout.isatty(),
     )
     return fit(task.node, ctx)
