@@ -138,3 +138,16 @@ def test_pipelines_in_one_process_keep_their_own_store(tiny_raw, tmp_path):
     for res in results:
         assert res.registered == ("tiny-teacher", 1), "each store has its own registry"
         assert MlflowClient(res.tracking_uri).get_run(res.parent_run_id).info.status == "FINISHED"
+
+
+def test_bad_data_path_fails_before_anything_is_written(tiny_raw, tmp_path):
+    from raykd.errors import DataError
+
+    exp = build_experiment(tiny_raw, ["data.name=cifar100", f"data.root={tmp_path / 'missing'}"])
+    with pytest.raises(DataError, match=r"nodes.teacher.data.root '.*missing' does not exist"):
+        run_pipeline(exp, executor="local", log=quiet)
+    (tmp_path / "tree").mkdir()
+    exp = build_experiment(tiny_raw, ["data.name=image_folder", f"data.root={tmp_path / 'tree'}"])
+    with pytest.raises(DataError, match="has no 'train/' folder"):
+        run_pipeline(exp, executor="local", log=quiet)
+    assert not exp.storage.exists(), "no store, no node folders"

@@ -38,6 +38,8 @@ def test_independent_nodes_run_concurrently_and_students_follow_teachers(tiny_ra
         assert run.info.status == "FINISHED" and run.data.tags["raykd.node"] == name
         assert [m.step for m in client.get_metric_history(o.run_id, "val/top1")] == [1, 2], "workers logged live"
     assert result.registered == ("tiny-kd", 1)
+    kd = client.get_run(result.nodes["kd"].run_id).data.metrics
+    assert 0 < kd["ray/startup_seconds"] < kd["wall_seconds"] and kd["ray/teardown_seconds"] >= 0
 
 
 def test_ddp_node_with_two_workers(tiny_raw):

@@ -8,7 +8,7 @@ from raykd.data.image_set import DataBundle, ImageSet, channel_stats, stratified
 from raykd.data.loader import DeviceLoader
 from raykd.errors import DataError
 
-__all__ = ["DataBundle", "DeviceLoader", "ImageSet", "load_data"]
+__all__ = ["DataBundle", "DeviceLoader", "ImageSet", "check_data", "load_data"]
 
 
 def load_data(cfg, cache_dir: Path | None = None) -> DataBundle:
@@ -45,6 +45,35 @@ def load_data(cfg, cache_dir: Path | None = None) -> DataBundle:
     mean, std = channel_stats(train.images[:: max(1, len(train) // 10000)])
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
     return _limit(DataBundle(train, val, test, max(num_classes, len(names)), mean, std, names), cfg)
+
+
+def check_data(cfg, where: str = "data") -> None:
+    """Cheap checks a driver runs before launching anything: the folder exists and has the
+    expected layout (no decoding). The loaders repeat them with the same messages."""
+    if cfg.name == "digits":
+        return
+    if cfg.root is None:
+        raise DataError(f"{where}.root is required for dataset '{cfg.name}' (a local folder).")
+    root = Path(cfg.root).expanduser()
+    if cfg.download and cfg.name in ("cifar10", "cifar100"):
+        return
+    if not root.exists():
+        raise DataError(f"{where}.root '{root}' does not exist (dataset {cfg.name}).")
+    if cfg.name in ("cifar10", "cifar100"):
+        from raykd.data.cifar import _find_dir
+
+        _find_dir(cfg.name, root)
+    elif cfg.name == "fashion_mnist":
+        from raykd.data.fashion_mnist import _find
+
+        for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                     "t10k-labels-idx1-ubyte"):
+            _find(root, stem)
+    elif cfg.name == "image_folder":
+        for needed in ("train", "test"):
+            if not (root / needed).is_dir():
+                raise DataError(f"{where}.root '{root}' has no '{needed}/' folder: image_folder expects "
+                                f"'{root}/train/<class>/<image>' and '{root}/test/<class>/<image>'.")
 
 
 def _limit(bundle: DataBundle, cfg) -> DataBundle:

@@ -9,6 +9,7 @@ scheduled is an error up front, not a run that waits forever.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from raykd.config import ResolvedNode
@@ -86,12 +87,14 @@ def _train_loop(config: dict[str, Any]) -> dict[str, Any]:
 
     from raykd.pipeline.task import run_task
 
+    started = time.time()
     torch.set_num_threads(config["threads"])
     ctx = ray.train.get_context()
     try:
-        return run_task(config["task"], ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
+        result = run_task(config["task"], ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
     except RaykdError as e:  # a user-facing error: carry the message, do not retry
         return {"__error__": str(e), "__type__": type(e).__name__}
+    return {**result, "_loop_start": started, "_loop_end": time.time()}
 
 
 def _launch(task: NodeTask, request: tuple[int, float, float], storage_path: str, max_failures: int) -> dict[str, Any]:
@@ -173,6 +176,7 @@ class RayExecutor:
         running: dict[Any, str] = {}
         finished: set[str] = set()
         failed: set[str] = set()
+        launched: dict[str, float] = {}
         while waiting or running:
             for name in list(waiting):
                 blocker = blocked_by_failure(name, parents, failed)
@@ -189,6 +193,7 @@ class RayExecutor:
                 for r in in_use:
                     in_use[r] += need[name][r]
                 events.on_start(name)
+                launched[name] = time.time()
                 ref = launch.options(name=f"raykd:{name}").remote(
                     task, requests[name], self.storage_path, task.node.resources.max_failures)
                 running[ref] = name
@@ -206,6 +211,12 @@ class RayExecutor:
                     events.on_fail(name, _unwrap(e))
                     continue
                 finished.add(name)
+                returned = time.time()
+                loop_start, loop_end = result.pop("_loop_start", None), result.pop("_loop_end", None)
+                if loop_start is not None:
+                    # What Ray adds around the training itself (process starts, process group, teardown).
+                    result["ray/startup_seconds"] = loop_start - launched[name]
+                    result["ray/teardown_seconds"] = returned - loop_end
                 events.on_done(name, result)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from raykd.config import Experiment
+from raykd.data import check_data
 from raykd.errors import RaykdError
 from raykd.pipeline.plan import PlanNode, make_plan
 from raykd.pipeline.store import NodeStore
@@ -53,6 +54,8 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
                  log=print) -> PipelineResult:
     plan = make_plan(exp)
     storage = exp.storage
+    for name, pn in plan.items():  # a wrong data path fails here, not minutes later in a worker
+        check_data(pn.node.data, where=f"nodes.{name}.data")
     runner = _make_executor(executor, storage, address, num_cpus, log)
     runner.check({name: pn.node for name, pn in plan.items()})  # before anything is written
     storage.mkdir(parents=True, exist_ok=True)
