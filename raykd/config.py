@@ -211,7 +211,13 @@ def build_experiment(raw: dict[str, Any], overrides=(), source: str | None = Non
     try:
         cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format(e, ExperimentConfig, (), source)) from None
+        message = _format(e, ExperimentConfig, (), source)
+        per_node = [k for k in raw if k in NodeConfig.model_fields and k not in ExperimentConfig.model_fields]
+        if per_node and isinstance(raw.get("nodes"), dict):
+            names = list(raw["nodes"])
+            message += (f"\n  '{per_node[0]}' belongs to a node: write nodes.<node>.{per_node[0]}..., e.g. "
+                        f"nodes.{names[-1]}.{per_node[0]} (nodes: {', '.join(names)}).")
+        raise ConfigError(message) from None
     nodes = _resolve_nodes(cfg, raw, source)
     return Experiment(config=cfg, nodes=nodes, source=source)
 

@@ -136,3 +136,8 @@ def test_final_defaults_to_the_last_leaf(tiny_raw):
     del tiny_raw["final"]
     tiny_raw["nodes"] = {"kd": tiny_raw["nodes"]["kd"], "teacher": tiny_raw["nodes"]["teacher"]}
     assert build_experiment(tiny_raw).final == "kd", "a teacher is never the default final student"
+
+
+def test_per_node_key_at_top_level_points_to_the_node(tiny_raw):
+    msg = error_of(build_experiment, tiny_raw, ["method.temperature=2"])
+    assert "'method' belongs to a node: write nodes.<node>.method..., e.g. nodes.kd.method" in msg
