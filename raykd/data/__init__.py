@@ -70,10 +70,9 @@ def check_data(cfg, where: str = "data") -> None:
                      "t10k-labels-idx1-ubyte"):
             _find(root, stem)
     elif cfg.name == "image_folder":
-        for needed in ("train", "test"):
-            if not (root / needed).is_dir():
-                raise DataError(f"{where}.root '{root}' has no '{needed}/' folder: image_folder expects "
-                                f"'{root}/train/<class>/<image>' and '{root}/test/<class>/<image>'.")
+        from raykd.data.image_folder import check_layout
+
+        check_layout(root, where)
 
 
 def _limit(bundle: DataBundle, cfg) -> DataBundle:

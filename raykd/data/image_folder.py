@@ -90,17 +90,22 @@ def load_split(split_dir: Path, classes: list[str] | None, image_size: int | Non
     return data, classes
 
 
-def load_image_folder(root: str, image_size: int | None, cache_dir: Path | None):
-    """Returns (train, val or None, test, class names)."""
-    root_path = Path(root).expanduser()
+def check_layout(root_path: Path, where: str = "data") -> None:
+    """`root/train/` and `root/test/` must exist (val/ is optional)."""
     if not root_path.is_dir():
-        raise DataError(f"data.root '{root_path}' is not a folder (dataset image_folder).")
+        raise DataError(f"{where}.root '{root_path}' is not a folder (dataset image_folder).")
     for needed in ("train", "test"):
         if not (root_path / needed).is_dir():
             raise DataError(
-                f"data.root '{root_path}' has no '{needed}/' folder: image_folder expects "
+                f"{where}.root '{root_path}' has no '{needed}/' folder: image_folder expects "
                 f"'{root_path}/train/<class>/<image>' and '{root_path}/test/<class>/<image>'."
             )
+
+
+def load_image_folder(root: str, image_size: int | None, cache_dir: Path | None):
+    """Returns (train, val or None, test, class names)."""
+    root_path = Path(root).expanduser()
+    check_layout(root_path)
     train, classes = load_split(root_path / "train", None, image_size, cache_dir)
     test, _ = load_split(root_path / "test", classes, image_size, cache_dir)
     val = None

@@ -32,16 +32,17 @@ class NodeStore:
         return json.loads((self.path / RESULT).read_text())
 
     def write_result(self, result: dict[str, Any]) -> None:
-        _write_json(self.path / RESULT, result)
+        self.write_text(RESULT, json.dumps(result, indent=2, default=str))
 
     def run_id(self) -> str | None:
         p = self.path / RUN
         return json.loads(p.read_text()).get("run_id") if p.is_file() else None
 
     def write_run_id(self, run_id: str, tracking_uri: str) -> None:
-        _write_json(self.path / RUN, {"run_id": run_id, "tracking_uri": tracking_uri})
+        self.write_text(RUN, json.dumps({"run_id": run_id, "tracking_uri": tracking_uri}, indent=2))
 
     def write_text(self, name: str, text: str) -> Path:
+        """Atomic: a reader sees the old file or the new one, never half of one."""
         self.path.mkdir(parents=True, exist_ok=True)
         p = self.path / name
         tmp = p.with_name(f".{name}.tmp{os.getpid()}")
@@ -49,9 +50,3 @@ class NodeStore:
         os.replace(tmp, p)
         return p
 
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
