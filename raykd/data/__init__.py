@@ -19,8 +19,7 @@ def load_data(cfg, cache_dir: Path | None = None) -> DataBundle:
 
         bundle = load_digits_bundle(cfg.val_fraction, cfg.test_fraction, cfg.split_seed, cfg.image_size)
         return _limit(bundle, cfg)
-    if cfg.root is None:
-        raise DataError(f"data.root is required for dataset '{cfg.name}' (a local folder).")
+    check_data(cfg)
     val = None
     if cfg.name in ("cifar10", "cifar100"):
         from raykd.data.cifar import load_cifar

@@ -162,8 +162,8 @@ class _Events:
         store = NodeStore(o.plan.dir)
         t = self.tracker
         try:
-            per_epoch = set(history[0]) if history else set()
-            summary = {k: v for k, v in result.items() if isinstance(v, (int, float)) and k not in per_epoch | {"epochs"}}
+            skip = (set(history[0]) if history else set()) | {"epochs"}  # already logged per epoch
+            summary = {k: v for k, v in result.items() if isinstance(v, (int, float)) and k not in skip}
             t.log_metrics(o.run_id, {**summary, "wall_seconds": o.seconds}, step=result.get("epochs", 0))
             if history:
                 curve = accuracy_curve(history, o.plan.dir / "accuracy.png", title=f"{name} ({o.plan.node.model}, {o.plan.node.method.name})")
