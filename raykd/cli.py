@@ -110,10 +110,16 @@ def cmd_eval(args) -> int:
 
 def cmd_models(args) -> int:
     from raykd import models
+    from raykd.models.torchvision_models import TORCHVISION_MODELS
 
+    print(f"{'model':20s} {'params':>9s}  {'input':8s} stage channels")
     for name in models.list_models():
-        m = models.create(name, num_classes=100)
-        print(f"{name:14s} {models.count_parameters(m) / 1e6:7.3f}M params (100 classes)  stages {m.stage_channels}")
+        imagenet = name in TORCHVISION_MODELS or name == "mobilenet_v1"
+        classes = 1000 if imagenet else 100
+        m = models.create(name, num_classes=classes)
+        print(f"{name:20s} {models.count_parameters(m) / 1e6:8.3f}M  {'224 px' if imagenet else '32 px':8s} "
+              f"{m.stage_channels}  ({classes} classes)")
+    print("Any model runs on clips as raykd.models.VideoClassifier(backbone).")
     return 0
 
 
@@ -123,8 +129,9 @@ def cmd_methods(args) -> int:
     for name in methods.list_methods():
         cls = methods.get_method(name)
         defaults = cls.Config(name=name).model_dump(exclude={"name"})
-        doc = (cls.__module__ and sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
-        print(f"{name:10s} {'teacher' if cls.needs_teacher else 'no teacher':10s} {defaults}  {doc}")
+        teacher = "self-teacher" if cls.teacher_is_self else "teacher" if cls.needs_teacher else "no teacher"
+        print(f"{name:8s} {teacher:12s} {cls.summary}")
+        print(f"{'':21s} defaults: {', '.join(f'{k}={v}' for k, v in defaults.items()) or '-'}")
     return 0
 
 

@@ -88,6 +88,7 @@ class NodeConfig(Strict):
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     method: dict[str, Any] = Field(default_factory=lambda: {"name": "vanilla"})
     teacher: str | None = None
+    init: str | None = None
     train: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict)
     resources: dict[str, Any] = Field(default_factory=dict)
@@ -120,6 +121,7 @@ class ResolvedNode(BaseModel):
     model_kwargs: dict[str, Any]
     method: Any  # the method's own pydantic config (raykd.methods.MethodConfig)
     teacher: str | None
+    init: str | None = None
     train: TrainConfig
     data: DataConfig
     resources: ResourcesConfig
@@ -157,8 +159,8 @@ class Experiment(BaseModel):
         """`final:` if set, else the last node (in config order) that no other node learns from."""
         if self.config.final:
             return self.config.final
-        teachers = {n.teacher for n in self.nodes.values()}
-        return [name for name in self.nodes if name not in teachers][-1]
+        used = {n.teacher for n in self.nodes.values()} | {n.init for n in self.nodes.values()}
+        return [name for name in self.nodes if name not in used][-1]
 
     def to_yaml(self) -> str:
         """The resolved config, every default filled in, as `--print-config` shows it."""
@@ -171,6 +173,7 @@ class Experiment(BaseModel):
                 "model": node.model,
                 "model_kwargs": node.model_kwargs,
                 "teacher": node.teacher,
+                "init": node.init,
                 "method": node.method.model_dump(mode="json"),
                 "train": node.train.model_dump(mode="json"),
                 "data": node.data.model_dump(mode="json"),
@@ -194,14 +197,36 @@ def load_experiment(path: str | os.PathLike, overrides: list[str] | tuple[str, .
             close = difflib.get_close_matches(str(path), options, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else f" Configs here: {', '.join(options[:8])}."
         raise ConfigError(f"config file not found: '{path}'.{hint}")
+    raw = _read_with_bases(path, ())
+    raw.setdefault("name", path.stem)
+    return build_experiment(raw, overrides, source=str(path))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of keys at top level.")
-    raw.setdefault("name", path.stem)
-    return build_experiment(raw, overrides, source=str(path))
+    return raw
+
+
+def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """A config may start from `base: <file>` (relative to itself): the base's keys, deep-merged
+    under its own. Presets share one training recipe this way."""
+    raw = _read_yaml(path)
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"'{path}': base: must be a path to another YAML file, got {base!r}.")
+    base_path = (path.parent / base).resolve()
+    if base_path in chain or base_path == path.resolve():
+        raise ConfigError(f"'{path}': base: '{base}' includes itself.")
+    if not base_path.is_file():
+        raise ConfigError(f"'{path}': base: file '{base_path}' not found.")
+    return _deep_merge(_read_with_bases(base_path, chain + (path.resolve(),)), raw, null_deletes=True)
 
 
 def build_experiment(raw: dict[str, Any], overrides=(), source: str | None = None) -> Experiment:
@@ -276,45 +301,75 @@ def _resolve_nodes(cfg: ExperimentConfig, raw: dict[str, Any], source: str | Non
             close = difflib.get_close_matches(node.teacher, list(cfg.nodes), n=1)
             hint = f" Did you mean '{close[0]}'?" if close else f" Nodes: {', '.join(cfg.nodes)}."
             problems.append(f"nodes.{name}.teacher: no node named '{node.teacher}'.{hint}")
+        if node.init is not None:
+            init = cfg.nodes.get(node.init)
+            if init is None:
+                close = difflib.get_close_matches(node.init, list(cfg.nodes), n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else f" Nodes: {', '.join(cfg.nodes)}."
+                problems.append(f"nodes.{name}.init: no node named '{node.init}'.{hint}")
+            elif (init.model, init.model_kwargs) != (node.model, node.model_kwargs):
+                problems.append(f"nodes.{name}.init: node '{node.init}' trains {init.model} {init.model_kwargs or ''}"
+                                f"but this node trains {node.model} {node.model_kwargs or ''}; 'init' starts from "
+                                f"that node's weights, so the architectures must match.")
         if method_cfg is not None:
             needs = methods.get_method(method_cfg.name).needs_teacher
             if needs and node.teacher is None:
                 problems.append(f"nodes.{name}: method '{method_cfg.name}' needs a teacher; add 'teacher: <node name>'.")
+            teacher = cfg.nodes.get(node.teacher) if node.teacher else None
+            if methods.get_method(method_cfg.name).teacher_is_self and teacher is not None and \
+                    (teacher.model, teacher.model_kwargs) != (node.model, node.model_kwargs):
+                problems.append(f"nodes.{name}.teacher: method '{method_cfg.name}' is self-training, so its teacher "
+                                f"must train the same model, but '{node.teacher}' trains {teacher.model} and this "
+                                f"node {node.model}.")
             if not needs and node.teacher is not None:
                 problems.append(f"nodes.{name}: method '{method_cfg.name}' does not use a teacher, but 'teacher: {node.teacher}' is set.")
         if problems:
             continue
         resolved[name] = ResolvedNode(
             name=name, model=node.model, model_kwargs=node.model_kwargs, method=method_cfg,
-            teacher=node.teacher, **merged,
+            teacher=node.teacher, init=node.init, **merged,
         )
     if cfg.final is not None and cfg.final not in cfg.nodes:
         problems.append(f"final: no node named '{cfg.final}'. Nodes: {', '.join(cfg.nodes)}.")
     if not problems:
-        cycle = _find_cycle({n: node.teacher for n, node in cfg.nodes.items()})
+        cycle = _find_cycle({n: [p for p in (node.teacher, node.init) if p] for n, node in cfg.nodes.items()})
         if cycle:
-            problems.append("nodes form a cycle through 'teacher': " + " -> ".join(cycle) + ".")
+            problems.append("nodes form a cycle through 'teacher'/'init': " + " -> ".join(cycle) + ".")
     if problems:
         raise ConfigError(_where(source) + "invalid config:\n  " + "\n  ".join(problems))
     return resolved
 
 
-def _find_cycle(parent: dict[str, str | None]) -> list[str] | None:
-    for start in parent:
-        seen, cur = [start], parent[start]
-        while cur is not None:
-            if cur in seen:
-                return seen[seen.index(cur):] + [cur]
-            seen.append(cur)
-            cur = parent.get(cur)
+def _find_cycle(parents: dict[str, list[str]]) -> list[str] | None:
+    """A cycle in the parent graph (teacher and init edges), as a path, or None."""
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        if node in path:
+            return path[path.index(node):] + [node]
+        if node in done:
+            return None
+        for p in parents.get(node, []):
+            found = visit(p, path + [node])
+            if found:
+                return found
+        done.add(node)
+        return None
+
+    for start in parents:
+        found = visit(start, [])
+        if found:
+            return found
     return None
 
 
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def _deep_merge(base: dict[str, Any], over: dict[str, Any], null_deletes: bool = False) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
+        if v is None and null_deletes:
+            out.pop(k, None)  # `key: null` over a base drops the base's entry (e.g. a node)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v, null_deletes)
         else:
             out[k] = copy.deepcopy(v)
     return out

@@ -31,6 +31,7 @@ class DeviceLoader:
         rank: int = 0,
         world_size: int = 1,
         channels_last: bool = False,
+        class_pairs: bool = False,
     ):
         self.device = torch.device(device)
         self.images = data.images.to(self.device)
@@ -45,6 +46,12 @@ class DeviceLoader:
         self.mean = torch.tensor(mean, device=self.device).view(1, c, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, c, 1, 1)
         self.epoch = 0
+        self.class_pairs = class_pairs and train
+        if self.class_pairs:  # images grouped by class, for drawing a same-class partner per sample
+            self._labels_cpu = data.labels.cpu()
+            self._by_class = torch.argsort(self._labels_cpu, stable=True)
+            self._count = torch.bincount(self._labels_cpu)
+            self._start = torch.cumsum(self._count, 0) - self._count
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -69,15 +76,27 @@ class DeviceLoader:
         for i in range(steps):
             idx_cpu = order[i * self.batch_size : (i + 1) * self.batch_size]
             idx = idx_cpu.to(self.device, non_blocking=True)
-            x = self.images.index_select(0, idx)
-            if self.crop_padding:
-                x = random_crop(x, self.crop_padding, g)
-            if self.flip:
-                x = random_flip(x, g)
-            x = x.float().div_(255).sub_(self.mean).div_(self.std)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield {"image": x, "label": self.labels.index_select(0, idx), "index": idx}
+            batch = {"image": self._augment(idx, g), "label": self.labels.index_select(0, idx), "index": idx}
+            if self.class_pairs:
+                batch["pair_image"] = self._augment(self._partners(idx_cpu, g).to(self.device), g)
+            yield batch
+
+    def _augment(self, idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        x = self.images.index_select(0, idx)
+        if self.crop_padding:
+            x = random_crop(x, self.crop_padding, g)
+        if self.flip:
+            x = random_flip(x, g)
+        x = x.float().div_(255).sub_(self.mean).div_(self.std)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _partners(self, idx_cpu: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """A uniformly drawn training image of the same class for each index (CS-KD's pairs)."""
+        labels = self._labels_cpu[idx_cpu]
+        offset = (torch.rand(len(idx_cpu), generator=g) * self._count[labels]).long()
+        return self._by_class[self._start[labels] + offset]
 
 
 def random_crop(x: torch.Tensor, padding: int, g: torch.Generator) -> torch.Tensor:

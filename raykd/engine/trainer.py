@@ -28,6 +28,7 @@ from raykd.engine.optim import build_optimizer, lr_at, set_lr
 from raykd.engine.student_file import load_student, save_student
 from raykd.errors import ConfigError, NonFiniteLossError
 from raykd.methods import build_distiller
+from raykd.methods.base import MethodContext
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -41,6 +42,7 @@ class RunContext:
     rank: int = 0
     world_size: int = 1
     teacher_path: Path | None = None
+    init_path: Path | None = None  # start the student from this final.pt (an init-stage node's output)
     data_cache: Path | None = None
     on_start: Callable[[dict[str, Any]], None] | None = None
     on_epoch: Callable[[int, dict[str, float]], None] | None = None
@@ -88,21 +90,28 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
         if meta["num_classes"] != data.num_classes:
             raise ConfigError(f"nodes.{node.name}: teacher '{ctx.teacher_path}' predicts {meta['num_classes']} "
                               f"classes but the data has {data.num_classes}.")
-    distiller = build_distiller(node.method, student, teacher).to(device)
-    if tcfg.channels_last:
-        distiller = distiller.to(memory_format=torch.channels_last)
-
+    if ctx.init_path is not None:
+        init_model, _ = load_student(ctx.init_path, "cpu")
+        student.load_state_dict(init_model.state_dict())
+    distiller = build_distiller(node.method, student, teacher)
     local_bs = dcfg.batch_size // ctx.world_size
     common = dict(device=device, mean=data.mean, std=data.std, rank=ctx.rank, world_size=ctx.world_size,
                   channels_last=tcfg.channels_last)
     train_loader = DeviceLoader(data.train, local_bs, train=True, crop_padding=dcfg.augment.crop_padding,
-                                flip=dcfg.augment.flip, seed=tcfg.seed, **common)
+                                flip=dcfg.augment.flip, seed=tcfg.seed, class_pairs=distiller.needs_class_pairs,
+                                **common)
     val_loader = DeviceLoader(data.val, dcfg.eval_batch_size, train=False, **common)
     test_loader = DeviceLoader(data.test, dcfg.eval_batch_size, train=False, **common)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise ConfigError(f"nodes.{node.name}.data.batch_size ({dcfg.batch_size}) is larger than the training "
                           f"split ({len(data.train)} images): no full batch to train on.")
+    distiller.setup(MethodContext(num_classes=data.num_classes, train_labels=data.train.labels.clone(),
+                                  image_shape=tuple(data.train.images.shape[1:]), epochs=tcfg.epochs,
+                                  steps_per_epoch=steps_per_epoch))
+    distiller = distiller.to(device)
+    if tcfg.channels_last:
+        distiller = distiller.to(memory_format=torch.channels_last)
 
     optimizer = build_optimizer(distiller.parameters(), tcfg.optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=tcfg.amp == "fp16")
@@ -135,11 +144,13 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
     if ctx.world_size > 1 and dist.is_initialized():
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        model = DDP(distiller, device_ids=[device.index] if device.type == "cuda" else None)
+        model = DDP(distiller, device_ids=[device.index] if device.type == "cuda" else None,
+                    find_unused_parameters=distiller.unused_parameters)
 
     run_start = time.perf_counter()
     for epoch in range(start_epoch, tcfg.epochs):
         train_loader.set_epoch(epoch)
+        distiller.start_epoch(epoch)
         model.train()
         t0 = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}

@@ -7,11 +7,14 @@ frozen here once, so no method can forget to: eval mode, no gradients, forward i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
+
+from raykd.methods.memory import SampleMemory
 
 
 class MethodConfig(BaseModel):
@@ -22,10 +25,25 @@ class MethodConfig(BaseModel):
     name: str
 
 
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method may know about its run before training: to size connectors, heads and
+    per-sample memories, and to follow schedules over epochs."""
+
+    num_classes: int
+    train_labels: torch.Tensor  # [N] labels of the training split, indexed by batch["index"]
+    image_shape: tuple[int, ...]  # one input, e.g. (3, 32, 32)
+    epochs: int
+    steps_per_epoch: int
+
+
 class Distiller(nn.Module):
     name: ClassVar[str]
     Config: ClassVar[type[MethodConfig]]
     needs_teacher: ClassVar[bool] = False
+    needs_class_pairs: ClassVar[bool] = False  # batches carry "pair_image": another image of the same class
+    teacher_is_self: ClassVar[bool] = False  # the teacher must be the same architecture (self-training)
+    summary: ClassVar[str] = ""  # one line for `raykd methods`
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: MethodConfig):
         super().__init__()
@@ -37,15 +55,32 @@ class Distiller(nn.Module):
         # Kept outside the module tree: its weights are not trained, checkpointed or exported,
         # and DDP neither broadcasts nor syncs them.
         self._teacher = [teacher] if teacher is not None else []
+        self.epoch = 0
+        self.memories: dict[str, SampleMemory] = {}
+
+    def setup(self, ctx: MethodContext) -> None:
+        """Build what depends on the data or the models' shapes (connectors, heads, memories).
+        Called once, on CPU, before the optimizer is made; `probe` gives feature shapes."""
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called at the start of every epoch (0-based), before its first batch."""
+        self.epoch = epoch
+
+    @property
+    def unused_parameters(self) -> bool:
+        """True when some trainable parameters get no gradient (DDP must then look for them)."""
+        return False
 
     @property
     def teacher(self) -> nn.Module | None:
         return self._teacher[0] if self._teacher else None
 
     def _apply(self, fn, recurse=True):
-        # Keep the frozen teacher on the same device/dtype as the student.
+        # Keep the frozen teacher and the per-sample memories on the student's device.
         if self._teacher:
             self._teacher[0]._apply(fn, recurse)
+        for mem in self.memories.values():
+            mem.data = fn(mem.data)
         return super()._apply(fn, recurse)
 
     def train(self, mode: bool = True):
@@ -66,7 +101,20 @@ class Distiller(nn.Module):
 
     def extra_state_dict(self) -> dict[str, Any]:
         """Method state that is not a parameter or buffer (saved in every checkpoint)."""
-        return {}
+        return {f"memory/{k}": m.data.detach().cpu() for k, m in self.memories.items()}
 
     def load_extra_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        for k, m in self.memories.items():
+            if f"memory/{k}" in state:
+                m.data = state[f"memory/{k}"].to(m.data.device, m.data.dtype)
+
+
+@torch.no_grad()
+def probe(model: nn.Module, image_shape: tuple[int, ...]):
+    """One eval-mode forward on two zero images: the shapes a method sizes its modules by."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = model(torch.zeros(2, *image_shape, device=device))
+    model.train(was_training)
+    return out

@@ -24,6 +24,7 @@ class KD(Distiller):
     name = "kd"
     Config = KDConfig
     needs_teacher = True
+    summary = "Hinton KD: soft targets at temperature T"
 
     def forward(self, batch):
         images = batch["image"]

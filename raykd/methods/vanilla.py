@@ -20,6 +20,7 @@ class VanillaConfig(MethodConfig):
 class Vanilla(Distiller):
     name = "vanilla"
     Config = VanillaConfig
+    summary = "cross-entropy only (teachers, baselines)"
 
     def forward(self, batch):
         out = self.student(batch["image"])

@@ -122,7 +122,9 @@ def _resnet(arch):
     return build
 
 
-for _arch in ("resnet18", "resnet34", "resnet50", "resnet101"):
+TORCHVISION_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2", "shufflenet_v2_x1_0")
+
+for _arch in TORCHVISION_MODELS[:4]:
     register_model(_arch)(_resnet(_arch))
 
 

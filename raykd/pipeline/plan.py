@@ -47,8 +47,7 @@ def make_plan(exp: Experiment) -> dict[str, PlanNode]:
         if name in visiting:  # validated away by the config, kept as a guard
             raise ValueError(f"cycle through node '{name}'")
         visiting.add(name)
-        parent = exp.nodes[name].teacher
-        if parent is not None:
+        for parent in parents_of(exp.nodes[name]):
             visit(parent)
         visiting.discard(name)
         order.append(name)
@@ -58,7 +57,12 @@ def make_plan(exp: Experiment) -> dict[str, PlanNode]:
     plan: dict[str, PlanNode] = {}
     for name in order:
         node = exp.nodes[name]
-        parents = (node.teacher,) if node.teacher else ()
-        h = node_hash(node, {"teacher": plan[p].hash for p in parents})
+        parents = parents_of(node)
+        h = node_hash(node, {role: plan[p].hash for role, p in (("teacher", node.teacher), ("init", node.init)) if p})
         plan[name] = PlanNode(name, node, h, parents, exp.storage / "nodes" / f"{name}-{h[:12]}")
     return plan
+
+
+def parents_of(node) -> tuple[str, ...]:
+    """The nodes this one needs finished first: its teacher and the node it starts from."""
+    return tuple(dict.fromkeys(p for p in (node.teacher, node.init) if p))

@@ -106,6 +106,10 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
         if teacher:
             tags.update({"raykd.teacher_node": teacher, "raykd.teacher_run_id": teacher_run or "",
                          "raykd.teacher_hash": plan[teacher].hash})
+        init = pn.node.init
+        if init:
+            tags.update({"raykd.init_node": init, "raykd.init_run_id": outcomes[init].run_id or "",
+                         "raykd.init_hash": plan[init].hash})
         run_id = store.run_id()
         if run_id and tracker.reattach(run_id, parent_id):
             tracker.set_tags(run_id, tags)
@@ -119,6 +123,7 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
         tasks[name] = NodeTask(
             name=name, hash=pn.hash, node=pn.node, out_dir=str(pn.dir),
             teacher_path=str(plan[teacher].dir / "final.pt") if teacher else None,
+            init_path=str(plan[init].dir / "final.pt") if init else None,
             data_cache=str(storage / "data_cache"), tracking_uri=uri, run_id=run_id,
         )
 

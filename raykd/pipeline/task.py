@@ -28,6 +28,7 @@ class NodeTask:
     data_cache: str
     tracking_uri: str | None
     run_id: str | None
+    init_path: str | None = None
 
 
 def run_task(task: NodeTask, rank: int = 0, world_size: int = 1, device: torch.device | None = None,
@@ -39,6 +40,7 @@ def run_task(task: NodeTask, rank: int = 0, world_size: int = 1, device: torch.d
         rank=rank,
         world_size=world_size,
         teacher_path=Path(task.teacher_path) if task.teacher_path else None,
+        init_path=Path(task.init_path) if task.init_path else None,
         data_cache=Path(task.data_cache),
         on_epoch=(lambda epoch, metrics: logger.log_metrics(metrics, epoch)) if logger else None,
         log=log,

@@ -1,0 +1,31 @@
+"""Learned adapters methods put between student and teacher features (owned by the method)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def stage_pairs(n_student: int, n_teacher: int) -> list[tuple[int, int]]:
+    """(student, teacher) stage indices, aligned from the deepest stage when the counts differ."""
+    n = min(n_student, n_teacher)
+    return [(n_student - n + i, n_teacher - n + i) for i in range(n)]
+
+
+def conv_bn(cin: int, cout: int) -> nn.Sequential:
+    """1x1 conv + BN: maps student channels to the teacher's (AB's connector, FSP/SCD adapters)."""
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+
+
+def conv_regressor(s_shape, t_shape) -> nn.Sequential:
+    """FitNets' convolutional regressor from a student [C, H, W] map to the teacher's: a strided conv
+    halves, a transposed conv doubles, otherwise a (1 + dH) x (1 + dW) valid conv shrinks; then BN, ReLU."""
+    (sc, sh, sw), (tc, th, tw) = tuple(s_shape), tuple(t_shape)
+    if sh == 2 * th:
+        conv = nn.Conv2d(sc, tc, 3, 2, 1)
+    elif sh * 2 == th:
+        conv = nn.ConvTranspose2d(sc, tc, 4, 2, 1)
+    elif sh >= th:
+        conv = nn.Conv2d(sc, tc, (1 + sh - th, 1 + sw - tw))
+    else:
+        raise ValueError(f"no regressor from a {sh}x{sw} student map to a {th}x{tw} teacher map")
+    return nn.Sequential(conv, nn.BatchNorm2d(tc), nn.ReLU(inplace=True))

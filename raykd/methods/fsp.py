@@ -1,0 +1,53 @@
+"""FSP (Yim et al., CVPR 2017): the student learns the teacher's flow between consecutive stages.
+As in the paper and the CRD code, it is an initialisation stage (`phase: init`, its own node; the
+next node starts from it with `init:`); `phase: train` keeps it next to CE (weight 50 in CRD's
+scripts). 1x1 connectors map student channels to the teacher's where they differ (DESIGN)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from raykd.losses import fsp_loss
+from raykd.methods.base import Distiller, MethodConfig
+from raykd.methods.connectors import conv_bn, stage_pairs
+from raykd.methods.registry import register_method
+
+
+class FSPConfig(MethodConfig):
+    name: Literal["fsp"] = "fsp"
+    phase: Literal["init", "train"] = "init"
+    beta: float = Field(50.0, ge=0)
+    ce_weight: float = Field(1.0, ge=0)
+
+
+@register_method
+class FSP(Distiller):
+    name = "fsp"
+    Config = FSPConfig
+    needs_teacher = True
+    summary = "flow of solution procedure between stages; phase: init is the init stage"
+
+    def setup(self, ctx):
+        self.pairs = stage_pairs(len(self.student.stage_channels), len(self.teacher.stage_channels))
+        s_ch, t_ch = self.student.stage_channels, self.teacher.stage_channels
+        self.connectors = nn.ModuleList(
+            nn.Identity() if s_ch[i] == t_ch[j] else conv_bn(s_ch[i], t_ch[j]) for i, j in self.pairs)
+
+    @property
+    def unused_parameters(self):
+        return self.cfg.phase == "init"
+
+    def forward(self, batch):
+        t = self.teacher_forward(batch["image"])
+        s = self.student(batch["image"])
+        fs = [c(s.features[i]) for c, (i, _) in zip(self.connectors, self.pairs)]
+        ft = [t.features[j] for _, j in self.pairs]
+        fsp = fsp_loss(fs, ft)
+        if self.cfg.phase == "init":
+            return s.logits, {"fsp": fsp}
+        return s.logits, {"ce": self.cfg.ce_weight * F.cross_entropy(s.logits, batch["label"]),
+                          "fsp": self.cfg.beta * fsp}

@@ -1,0 +1,32 @@
+"""Similarity-preserving KD (Tung & Mori, ICCV 2019) on the last stage pair: CE + 3000 * SP (CRD code)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch.nn.functional as F
+from pydantic import Field
+
+from raykd.losses import sp_loss
+from raykd.methods.base import Distiller, MethodConfig
+from raykd.methods.registry import register_method
+
+
+class SPConfig(MethodConfig):
+    name: Literal["sp"] = "sp"
+    beta: float = Field(3000.0, ge=0)
+    ce_weight: float = Field(1.0, ge=0)
+
+
+@register_method
+class SP(Distiller):
+    name = "sp"
+    Config = SPConfig
+    needs_teacher = True
+    summary = "similarity-preserving: batch similarity of the last stage"
+
+    def forward(self, batch):
+        t = self.teacher_forward(batch["image"])
+        s = self.student(batch["image"])
+        return s.logits, {"ce": self.cfg.ce_weight * F.cross_entropy(s.logits, batch["label"]),
+                          "sp": self.cfg.beta * sp_loss(s.features[-1], t.features[-1])}
