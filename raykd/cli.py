@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\nraykd: interrupted. Finished nodes are cached and interrupted ones resume from their last "
               "checkpoint: run the same command again to continue.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `raykd models | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:

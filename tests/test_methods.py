@@ -270,3 +270,25 @@ def test_every_preset_validates_and_plans():
             assert plan["student"].node.data.name == "cifar100"
     assert ("resnet32x4", "resnet8x4") in pairs and ("vgg13", "mobilenetv2") in pairs
     assert (REPO / "conf" / "cifar100" / "kd" / "resnet32x4_resnet8x4.yaml").is_file()
+
+
+def _memory_worker(rank, world, init_file, out_dir):
+    import torch.distributed as dist
+
+    from raykd.methods.memory import SampleMemory
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    mem = SampleMemory(6, 2)
+    index = torch.tensor([rank, rank + 2])  # each rank writes its own samples
+    mem.write(index, torch.full((2, 2), float(rank + 1)))
+    torch.save(mem.data, f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_sample_memory_writes_reach_every_rank_under_ddp(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_memory_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    expected = torch.tensor([[1, 1], [2, 2], [1, 1], [2, 2], [0, 0], [0, 0]], dtype=torch.float32)
+    for rank in (0, 1):
+        assert torch.equal(torch.load(tmp_path / f"rank{rank}.pt"), expected), rank

@@ -151,3 +151,20 @@ def test_bad_data_path_fails_before_anything_is_written(tiny_raw, tmp_path):
     with pytest.raises(DataError, match="has no 'train/' folder"):
         run_pipeline(exp, executor="local", log=quiet)
     assert not exp.storage.exists(), "no store, no node folders"
+
+
+def test_init_stage_is_a_tracked_parent_node(tmp_path):
+    from conftest import REPO
+    from raykd.config import load_experiment
+
+    exp = load_experiment(REPO / "conf" / "digits" / "fitnet.yaml",
+                          ["train.epochs=1", "data.train_limit=128", "data.batch_size=64", "nodes.hint.train.epochs=1",
+                           f"storage={tmp_path}"])
+    result = run_pipeline(exp, executor="local", log=quiet)
+    assert result.ok
+    kids = children(MlflowClient(result.tracking_uri), result)
+    student = kids["student"].data.tags
+    assert student["raykd.init_node"] == "hint" and student["raykd.init_run_id"] == kids["hint"].info.run_id
+    assert student["raykd.teacher_node"] == "teacher" and student["raykd.parents"] == "teacher,hint"
+    assert kids["hint"].data.params["method.phase"] == "hint"
+    assert "train/hint" in kids["hint"].data.metrics and "train/ce" not in kids["hint"].data.metrics
