@@ -90,7 +90,6 @@ class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_root: Path):
         import logging
 
-        import mlflow
         from mlflow.tracking import MlflowClient
 
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # schema-creation chatter

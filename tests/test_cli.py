@@ -22,7 +22,10 @@ def test_models_and_methods_listings():
     out = raykd("models").stdout
     assert "resnet8x4" in out and "1.234M" in out and "resnet32x4" in out and "7.434M" in out
     out = raykd("methods").stdout
-    assert "kd " in out and "teacher" in out and "'temperature': 4.0" in out and "vanilla" in out
+    assert "kd " in out and "teacher" in out and "temperature=4.0" in out and "vanilla" in out
+    for name in ("fitnet", "at", "sp", "vid", "ab", "fsp", "crd", "dkd", "pskd", "cskd", "byot", "tfkd"):
+        assert f"\n{name} " in out, name
+    assert "self-teacher" in out and "nce_k=16384" in out
 
 
 def test_config_mistakes_exit_2_with_one_clear_message(tmp_path):
@@ -42,6 +45,12 @@ def test_print_config_shows_resolved_nodes():
     cfg = yaml.safe_load(r.stdout)
     assert cfg["nodes"]["kd"]["train"]["epochs"] == 3 and cfg["nodes"]["kd"]["method"]["temperature"] == 4.0
     assert cfg["nodes"]["teacher"]["resources"]["cpus_per_worker"] == 2.0
+    # overrides may also follow the options
+    r = raykd("run", "conf/quickstart.yaml", "--print-config", "--executor", "local", "train.epochs=4")
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load(r.stdout)["nodes"]["kd"]["train"]["epochs"] == 4
+    r = raykd("run", "conf/quickstart.yaml", "--bogus")
+    assert r.returncode == 2 and "unrecognized arguments: --bogus" in r.stderr
 
 
 def _config(tmp_path, kd_epochs):

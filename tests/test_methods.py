@@ -1,7 +1,6 @@
 """Every baseline method: one epoch on digits through the engine with each loss term logged (the
 conf/digits presets, init stages included), plus each method's own behaviour."""
 
-from pathlib import Path
 
 import pytest
 import torch

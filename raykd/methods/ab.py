@@ -14,6 +14,7 @@ from torch import nn
 
 from raykd.losses import ab_loss
 from raykd.methods.base import Distiller, MethodConfig
+from raykd.methods.init_stage import InitStage
 from raykd.methods.connectors import conv_bn, stage_pairs
 from raykd.methods.registry import register_method
 
@@ -27,7 +28,7 @@ class ABConfig(MethodConfig):
 
 
 @register_method
-class AB(Distiller):
+class AB(InitStage, Distiller):
     name = "ab"
     Config = ABConfig
     needs_teacher = True
@@ -40,9 +41,6 @@ class AB(Distiller):
         n = len(self.pairs)
         self.weights = [2.0 ** (k - n + 1) for k in range(n)]
 
-    @property
-    def unused_parameters(self):
-        return self.cfg.phase == "init"
 
     def forward(self, batch):
         t = self.teacher_forward(batch["image"])
@@ -50,11 +48,8 @@ class AB(Distiller):
         ab = 0.0
         for k, (i, j) in enumerate(self.pairs):
             source = self.connectors[k](s.pre_features[i])
-            source, target = source, t.pre_features[j]
+            target = t.pre_features[j]
             if source.shape[-2:] != target.shape[-2:]:
                 source = F.adaptive_avg_pool2d(source, target.shape[-2:])
             ab = ab + self.weights[k] * ab_loss(source, target, self.cfg.margin) * 3 / 1000
-        if self.cfg.phase == "init":
-            return s.logits, {"ab": ab}
-        return s.logits, {"ce": self.cfg.ce_weight * F.cross_entropy(s.logits, batch["label"]),
-                          "ab": self.cfg.beta * ab}
+        return self.phase_losses(s.logits, batch["label"], "ab", ab)

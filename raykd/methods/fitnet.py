@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch.nn.functional as F
 from pydantic import Field
 
 from raykd.losses import fitnet_loss
 from raykd.methods.base import Distiller, MethodConfig, probe
+from raykd.methods.init_stage import InitStage
 from raykd.methods.connectors import conv_regressor, stage_pairs
 from raykd.methods.registry import register_method
 
@@ -27,7 +27,8 @@ class FitNetConfig(MethodConfig):
 
 
 @register_method
-class FitNet(Distiller):
+class FitNet(InitStage, Distiller):
+    init_phase = "hint"
     name = "fitnet"
     Config = FitNetConfig
     needs_teacher = True
@@ -43,15 +44,9 @@ class FitNet(Distiller):
         self.si, self.ti = pairs[self.cfg.hint_stage]
         self.regressor = conv_regressor(s.features[self.si].shape[1:], t.features[self.ti].shape[1:])
 
-    @property
-    def unused_parameters(self):
-        return self.cfg.phase == "hint"
 
     def forward(self, batch):
         t = self.teacher_forward(batch["image"])
         s = self.student(batch["image"])
         hint = fitnet_loss(self.regressor(s.features[self.si]), t.features[self.ti])
-        if self.cfg.phase == "hint":
-            return s.logits, {"hint": hint}
-        return s.logits, {"ce": self.cfg.ce_weight * F.cross_entropy(s.logits, batch["label"]),
-                          "hint": self.cfg.beta * hint}
+        return self.phase_losses(s.logits, batch["label"], "hint", hint)

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from raykd.losses import fsp_loss
 from raykd.methods.base import Distiller, MethodConfig
+from raykd.methods.init_stage import InitStage
 from raykd.methods.connectors import conv_bn, stage_pairs
 from raykd.methods.registry import register_method
 
@@ -25,7 +25,7 @@ class FSPConfig(MethodConfig):
 
 
 @register_method
-class FSP(Distiller):
+class FSP(InitStage, Distiller):
     name = "fsp"
     Config = FSPConfig
     needs_teacher = True
@@ -37,9 +37,6 @@ class FSP(Distiller):
         self.connectors = nn.ModuleList(
             nn.Identity() if s_ch[i] == t_ch[j] else conv_bn(s_ch[i], t_ch[j]) for i, j in self.pairs)
 
-    @property
-    def unused_parameters(self):
-        return self.cfg.phase == "init"
 
     def forward(self, batch):
         t = self.teacher_forward(batch["image"])
@@ -47,7 +44,4 @@ class FSP(Distiller):
         fs = [c(s.features[i]) for c, (i, _) in zip(self.connectors, self.pairs)]
         ft = [t.features[j] for _, j in self.pairs]
         fsp = fsp_loss(fs, ft)
-        if self.cfg.phase == "init":
-            return s.logits, {"fsp": fsp}
-        return s.logits, {"ce": self.cfg.ce_weight * F.cross_entropy(s.logits, batch["label"]),
-                          "fsp": self.cfg.beta * fsp}
+        return self.phase_losses(s.logits, batch["label"], "fsp", fsp)
