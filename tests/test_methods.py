@@ -291,3 +291,12 @@ def test_sample_memory_writes_reach_every_rank_under_ddp(tmp_path):
     expected = torch.tensor([[1, 1], [2, 2], [1, 1], [2, 2], [0, 0], [0, 0]], dtype=torch.float32)
     for rank in (0, 1):
         assert torch.equal(torch.load(tmp_path / f"rank{rank}.pt"), expected), rank
+
+
+def test_byot_hint_is_masked_squared_error_on_pooled_vectors():
+    from raykd.methods.byot import masked_hint
+
+    f = torch.tensor([[1.0, -1.0, 0.5], [-2.0, -1.0, 0.0]])
+    t = torch.tensor([[0.0, -3.0, 1.5], [1.0, -0.5, 0.0]])
+    # row 1: (1-0)^2 [f>0] + 0 [both <= 0] + (0.5-1.5)^2; row 2: (-2-1)^2 [t>0] + 0 + 0
+    assert masked_hint(f, t).item() == pytest.approx(((1 + 1) + 9) / 2)

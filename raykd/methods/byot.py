@@ -2,8 +2,9 @@
 to the deepest stage's shape, pooling, FC); the deepest classifier teaches them by KL at T 3 and its
 feature map by a masked L2 hint. Defaults are the official code's: loss coefficient 0.3 (shallow heads:
 0.7 CE + 0.3 KL), feature coefficient 0.03, T 3. Heads are dropped at export (only `student` is saved).
-The official KL is a soft-target CE without T^2; here KL without T^2 (same gradient). The official
-hint sums over the batch too; here it is a per-sample sum, averaged, so the weight ignores batch size."""
+The official KL is a soft-target CE without T^2; here KL without T^2 (same gradient). The hint acts,
+as in the official code, on the pooled feature vectors (head output vs the deepest stage's); the
+official sums it over the batch too, here it is averaged over samples so the weight ignores batch size."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def _head(c_in: int, h_in: int, c_out: int, h_out: int) -> nn.Sequential:
 def masked_hint(f: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(f - t)^2 where either is active, summed per sample, batch mean (BYOT's feature loss)."""
     mask = ((f > 0) | (target > 0)).to(f)
-    return ((f - target).pow(2) * mask).flatten(1).sum(1).mean()
+    return ((f - target).pow(2) * mask).sum(1).mean()
 
 
 @register_method
@@ -62,13 +63,13 @@ class BYOT(Distiller):
     def forward(self, batch):
         out = self.student(batch["image"])
         labels, T, a = batch["label"], self.cfg.temperature, self.cfg.alpha
-        deep_logits, deep_feat = out.logits.detach(), out.features[-1].detach()
+        deep_logits, deep_vec = out.logits.detach(), out.features[-1].mean(dim=(2, 3)).detach()
         ce = F.cross_entropy(out.logits, labels)
         kd = hint = 0.0
         for head, fc, f in zip(self.heads, self.fcs, out.features[:-1]):
-            g = head(f)
-            logits = fc(g.mean(dim=(2, 3)))
+            g = head(f).mean(dim=(2, 3))
+            logits = fc(g)
             ce = ce + (1 - a) * F.cross_entropy(logits, labels)
             kd = kd + a * kd_loss(logits, deep_logits, T) / (T * T)
-            hint = hint + self.cfg.feature_weight * masked_hint(g, deep_feat)
+            hint = hint + self.cfg.feature_weight * masked_hint(g, deep_vec)
         return out.logits, {"ce": ce, "kd": kd, "feature": hint}
