@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from raykd.errors import ConfigError
@@ -22,6 +21,8 @@ from raykd.models.registry import register_model
 
 def cached_weights(arch: str) -> dict[str, torch.Tensor]:
     """torchvision's default ImageNet weights for `arch`, from the hub cache only."""
+    import torchvision  # imported on use: it costs every Ray worker 1.5 s otherwise
+
     weights = torchvision.models.get_model_weights(arch).DEFAULT
     path = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     if not path.is_file():
@@ -34,6 +35,8 @@ def cached_weights(arch: str) -> dict[str, torch.Tensor]:
 
 
 def _build(arch: str, num_classes: int, pretrained: bool) -> nn.Module:
+    import torchvision
+
     net = getattr(torchvision.models, arch)(weights=None, num_classes=1000 if pretrained else num_classes)
     if pretrained:
         net.load_state_dict(cached_weights(arch))
