@@ -14,8 +14,8 @@ from torch import nn
 
 from raykd.losses import ab_loss
 from raykd.methods.base import Distiller, MethodConfig
-from raykd.methods.init_stage import InitStage
 from raykd.methods.connectors import conv_bn, stage_pairs
+from raykd.methods.init_stage import InitStage
 from raykd.methods.registry import register_method
 
 
@@ -35,20 +35,18 @@ class AB(InitStage, Distiller):
     summary = "activation boundaries on pre-activations; phase: init is the init stage"
 
     def setup(self, ctx):
-        self.pairs = stage_pairs(len(self.student.stage_channels), len(self.teacher.stage_channels))
-        s_ch, t_ch = self.student.stage_channels, self.teacher.stage_channels
-        self.connectors = nn.ModuleList(conv_bn(s_ch[i], t_ch[j]) for i, j in self.pairs)
+        self.pairs = stage_pairs(self.student, self.teacher)
+        self.connectors = nn.ModuleList(conv_bn(p.s_channels, p.t_channels) for p in self.pairs)
         n = len(self.pairs)
         self.weights = [2.0 ** (k - n + 1) for k in range(n)]
-
 
     def forward(self, batch):
         t = self.teacher_forward(batch["image"])
         s = self.student(batch["image"])
         ab = 0.0
-        for k, (i, j) in enumerate(self.pairs):
-            source = self.connectors[k](s.pre_features[i])
-            target = t.pre_features[j]
+        for k, p in enumerate(self.pairs):
+            source = self.connectors[k](s.pre_features[p.s])
+            target = t.pre_features[p.t]
             if source.shape[-2:] != target.shape[-2:]:
                 source = F.adaptive_avg_pool2d(source, target.shape[-2:])
             ab = ab + self.weights[k] * ab_loss(source, target, self.cfg.margin) * 3 / 1000

@@ -28,10 +28,12 @@ class AT(Distiller):
     needs_teacher = True
     summary = "attention transfer on every stage pair"
 
+    def setup(self, ctx):
+        self.pairs = stage_pairs(self.student, self.teacher)
+
     def forward(self, batch):
         t = self.teacher_forward(batch["image"])
         s = self.student(batch["image"])
-        pairs = stage_pairs(len(s.features), len(t.features))
-        at = sum(at_loss(s.features[i], t.features[j], self.cfg.p) for i, j in pairs)
+        at = sum(at_loss(s.features[p.s], t.features[p.t], self.cfg.p) for p in self.pairs)
         return s.logits, {"ce": self.cfg.ce_weight * F.cross_entropy(s.logits, batch["label"]),
                           "at": self.cfg.beta * at}

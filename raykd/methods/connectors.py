@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from torch import nn
 
 
-def stage_pairs(n_student: int, n_teacher: int) -> list[tuple[int, int]]:
-    """(student, teacher) stage indices, aligned from the deepest stage when the counts differ."""
-    n = min(n_student, n_teacher)
-    return [(n_student - n + i, n_teacher - n + i) for i in range(n)]
+class StagePair(NamedTuple):
+    s: int  # student stage index
+    t: int  # teacher stage index
+    s_channels: int
+    t_channels: int
+
+
+def stage_pairs(student: nn.Module, teacher: nn.Module) -> list[StagePair]:
+    """The stages a method pairs up, aligned from the deepest one when the counts differ."""
+    s_ch, t_ch = student.stage_channels, teacher.stage_channels
+    n = min(len(s_ch), len(t_ch))
+    return [StagePair(i, j, s_ch[i], t_ch[j]) for i, j in zip(range(len(s_ch) - n, len(s_ch)),
+                                                              range(len(t_ch) - n, len(t_ch)))]
 
 
 def conv_bn(cin: int, cout: int) -> nn.Sequential:

@@ -18,7 +18,7 @@ from pydantic import Field
 from torch import nn
 
 from raykd.losses import crd_nce_loss, kd_loss
-from raykd.methods.base import Distiller, MethodConfig
+from raykd.methods.base import Distiller, MethodConfig, probe
 from raykd.methods.memory import SampleMemory
 from raykd.methods.registry import register_method
 
@@ -52,8 +52,6 @@ class CRD(Distiller):
     summary = "contrastive representation distillation with memory banks"
 
     def setup(self, ctx):
-        from raykd.methods.base import probe
-
         d_s = probe(self.student, ctx.image_shape).embedding.shape[1]
         d_t = probe(self.teacher, ctx.image_shape).embedding.shape[1]
         self.embed_s, self.embed_t = Embed(d_s, self.cfg.feat_dim), Embed(d_t, self.cfg.feat_dim)
@@ -68,6 +66,7 @@ class CRD(Distiller):
         self.register_buffer("class_count", counts, persistent=False)
         self.register_buffer("class_start", torch.cumsum(counts, 0) - counts, persistent=False)
         self.register_buffer("z", torch.full((2,), -1.0))  # NCE normalisers, fixed on the first batch
+        self._z_known = False  # cached so later steps do not sync with the device to test z
         self.n_data = n
 
     def negatives(self, labels: torch.Tensor) -> torch.Tensor:
@@ -80,7 +79,7 @@ class CRD(Distiller):
     def _scores(self, memory: SampleMemory, idx: torch.Tensor, v: torch.Tensor, which: int) -> torch.Tensor:
         w = memory[idx.flatten()].view(*idx.shape, -1)  # [B, 1+K, D]
         out = torch.exp(torch.bmm(w, v.float().unsqueeze(2)).squeeze(2) / self.cfg.nce_t)
-        if self.z[which] < 0:
+        if not self._z_known and self.z[which] < 0:  # first batch (also after a resume: z is in the state)
             self.z[which] = (out.mean() * self.n_data).detach()
         return out / self.z[which].clone()  # a copy: z is written in place on the first batch
 
@@ -93,6 +92,7 @@ class CRD(Distiller):
         mem_s, mem_t = self.memories["student"], self.memories["teacher"]
         crd = crd_nce_loss(self._scores(mem_t, idx, v_s, 0), 1.0 / self.n_data) + \
             crd_nce_loss(self._scores(mem_s, idx, v_t, 1), 1.0 / self.n_data)
+        self._z_known = True
         m = self.cfg.momentum
         mem_s.write(index, F.normalize(mem_s[index] * m + v_s.detach() * (1 - m), dim=1))
         mem_t.write(index, F.normalize(mem_t[index] * m + v_t.detach() * (1 - m), dim=1))

@@ -11,10 +11,11 @@ from typing import Literal
 
 from pydantic import Field
 
+from raykd.errors import ConfigError
 from raykd.losses import fitnet_loss
 from raykd.methods.base import Distiller, MethodConfig, probe
-from raykd.methods.init_stage import InitStage
 from raykd.methods.connectors import conv_regressor, stage_pairs
+from raykd.methods.init_stage import InitStage
 from raykd.methods.registry import register_method
 
 
@@ -36,14 +37,13 @@ class FitNet(InitStage, Distiller):
 
     def setup(self, ctx):
         s, t = probe(self.student, ctx.image_shape), probe(self.teacher, ctx.image_shape)
-        pairs = stage_pairs(len(s.features), len(t.features))
+        pairs = stage_pairs(self.student, self.teacher)
         if self.cfg.hint_stage >= len(pairs):
-            from raykd.errors import ConfigError
             raise ConfigError(f"method.hint_stage: {self.cfg.hint_stage} is out of range; the student has "
                               f"{len(pairs)} stages to pair with the teacher's (0..{len(pairs) - 1}).")
-        self.si, self.ti = pairs[self.cfg.hint_stage]
+        pair = pairs[self.cfg.hint_stage]
+        self.si, self.ti = pair.s, pair.t
         self.regressor = conv_regressor(s.features[self.si].shape[1:], t.features[self.ti].shape[1:])
-
 
     def forward(self, batch):
         t = self.teacher_forward(batch["image"])

@@ -12,8 +12,8 @@ from torch import nn
 
 from raykd.losses import fsp_loss
 from raykd.methods.base import Distiller, MethodConfig
-from raykd.methods.init_stage import InitStage
 from raykd.methods.connectors import conv_bn, stage_pairs
+from raykd.methods.init_stage import InitStage
 from raykd.methods.registry import register_method
 
 
@@ -32,16 +32,15 @@ class FSP(InitStage, Distiller):
     summary = "flow of solution procedure between stages; phase: init is the init stage"
 
     def setup(self, ctx):
-        self.pairs = stage_pairs(len(self.student.stage_channels), len(self.teacher.stage_channels))
-        s_ch, t_ch = self.student.stage_channels, self.teacher.stage_channels
+        self.pairs = stage_pairs(self.student, self.teacher)
         self.connectors = nn.ModuleList(
-            nn.Identity() if s_ch[i] == t_ch[j] else conv_bn(s_ch[i], t_ch[j]) for i, j in self.pairs)
-
+            nn.Identity() if p.s_channels == p.t_channels else conv_bn(p.s_channels, p.t_channels)
+            for p in self.pairs)
 
     def forward(self, batch):
         t = self.teacher_forward(batch["image"])
         s = self.student(batch["image"])
-        fs = [c(s.features[i]) for c, (i, _) in zip(self.connectors, self.pairs)]
-        ft = [t.features[j] for _, j in self.pairs]
+        fs = [c(s.features[p.s]) for c, p in zip(self.connectors, self.pairs)]
+        ft = [t.features[p.t] for p in self.pairs]
         fsp = fsp_loss(fs, ft)
         return self.phase_losses(s.logits, batch["label"], "fsp", fsp)

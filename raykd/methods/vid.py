@@ -40,19 +40,18 @@ class VID(Distiller):
     summary = "variational information distillation on every stage pair"
 
     def setup(self, ctx):
-        self.pairs = stage_pairs(len(self.student.stage_channels), len(self.teacher.stage_channels))
-        s_ch, t_ch = self.student.stage_channels, self.teacher.stage_channels
-        self.regressors = nn.ModuleList(_regressor(s_ch[i], t_ch[j]) for i, j in self.pairs)
+        self.pairs = stage_pairs(self.student, self.teacher)
+        self.regressors = nn.ModuleList(_regressor(p.s_channels, p.t_channels) for p in self.pairs)
         # softplus(alpha) + eps = init_variance at the start
         alpha0 = math.log(math.expm1(self.cfg.init_variance - self.cfg.eps))
-        self.log_scales = nn.ParameterList(nn.Parameter(torch.full((t_ch[j],), alpha0)) for _, j in self.pairs)
+        self.log_scales = nn.ParameterList(nn.Parameter(torch.full((p.t_channels,), alpha0)) for p in self.pairs)
 
     def forward(self, batch):
         t = self.teacher_forward(batch["image"])
         s = self.student(batch["image"])
         vid = 0.0
-        for k, (i, j) in enumerate(self.pairs):
-            fs, ft = match_spatial(s.features[i], t.features[j])
+        for k, p in enumerate(self.pairs):
+            fs, ft = match_spatial(s.features[p.s], t.features[p.t])
             vid = vid + vid_loss(self.regressors[k](fs), self.log_scales[k], ft, self.cfg.eps)
         return s.logits, {"ce": self.cfg.ce_weight * F.cross_entropy(s.logits, batch["label"]),
                           "vid": self.cfg.beta * vid}
