@@ -307,20 +307,20 @@ def _resolve_nodes(cfg: ExperimentConfig, raw: dict[str, Any], source: str | Non
                 close = difflib.get_close_matches(node.init, list(cfg.nodes), n=1)
                 hint = f" Did you mean '{close[0]}'?" if close else f" Nodes: {', '.join(cfg.nodes)}."
                 problems.append(f"nodes.{name}.init: no node named '{node.init}'.{hint}")
-            elif (init.model, init.model_kwargs) != (node.model, node.model_kwargs):
-                problems.append(f"nodes.{name}.init: node '{node.init}' trains {init.model} {init.model_kwargs or ''}"
-                                f"but this node trains {node.model} {node.model_kwargs or ''}; 'init' starts from "
-                                f"that node's weights, so the architectures must match.")
+            elif not _same_architecture(init, node):
+                problems.append(f"nodes.{name}.init: node '{node.init}' trains {_architecture(init)} but this node "
+                                f"trains {_architecture(node)}; 'init' starts from that node's weights, so the "
+                                f"architectures must match.")
         if method_cfg is not None:
             needs = methods.get_method(method_cfg.name).needs_teacher
             if needs and node.teacher is None:
                 problems.append(f"nodes.{name}: method '{method_cfg.name}' needs a teacher; add 'teacher: <node name>'.")
             teacher = cfg.nodes.get(node.teacher) if node.teacher else None
             if methods.get_method(method_cfg.name).teacher_is_self and teacher is not None and \
-                    (teacher.model, teacher.model_kwargs) != (node.model, node.model_kwargs):
+                    not _same_architecture(teacher, node):
                 problems.append(f"nodes.{name}.teacher: method '{method_cfg.name}' is self-training, so its teacher "
-                                f"must train the same model, but '{node.teacher}' trains {teacher.model} and this "
-                                f"node {node.model}.")
+                                f"must train the same model, but '{node.teacher}' trains {_architecture(teacher)} "
+                                f"and this node {_architecture(node)}.")
             if not needs and node.teacher is not None:
                 problems.append(f"nodes.{name}: method '{method_cfg.name}' does not use a teacher, but 'teacher: {node.teacher}' is set.")
         if problems:
@@ -338,6 +338,14 @@ def _resolve_nodes(cfg: ExperimentConfig, raw: dict[str, Any], source: str | Non
     if problems:
         raise ConfigError(_where(source) + "invalid config:\n  " + "\n  ".join(problems))
     return resolved
+
+
+def _same_architecture(a: NodeConfig, b: NodeConfig) -> bool:
+    return (a.model, a.model_kwargs) == (b.model, b.model_kwargs)
+
+
+def _architecture(node: NodeConfig) -> str:
+    return node.model + (f" {node.model_kwargs}" if node.model_kwargs else "")
 
 
 def _find_cycle(parents: dict[str, list[str]]) -> list[str] | None:

@@ -1,6 +1,6 @@
 """Be Your Own Teacher (Zhang et al., ICCV 2019): every shallow stage gets a head (strided convs up
 to the deepest stage's shape, pooling, FC); the deepest classifier teaches them by KL at T 3 and its
-feature map by a masked L2 hint. Defaults are the official code's: loss coefficient 0.3 (shallow heads:
+pooled features by a masked L2 hint. Defaults are the official code's: loss coefficient 0.3 (shallow heads:
 0.7 CE + 0.3 KL), feature coefficient 0.03, T 3. Heads are dropped at export (only `student` is saved).
 The official KL is a soft-target CE without T^2; here KL without T^2 (same gradient). The hint acts,
 as in the official code, on the pooled feature vectors (head output vs the deepest stage's); the
