@@ -63,8 +63,12 @@ class AugmentConfig(Strict):
 
 
 class DataConfig(Strict):
-    name: Literal["digits", "cifar10", "cifar100", "image_folder", "fashion_mnist"] = "digits"
+    name: Literal["digits", "digits_video", "cifar10", "cifar100", "image_folder", "fashion_mnist",
+                  "ucf101"] = "digits"
     root: str | None = None
+    frames: int = Field(8, gt=0)  # clips: frames per clip (digits_video, ucf101)
+    label_noise: float = Field(0.0, ge=0, lt=1)  # digits_video: share of training labels flipped
+    fold: int = Field(1, ge=1, le=3)  # ucf101: which ucfTrainTestlist split
     batch_size: int = Field(64, gt=0)
     eval_batch_size: int = Field(512, gt=0)
     val_fraction: float = Field(0.1, ge=0, lt=1)
@@ -83,12 +87,20 @@ class ResourcesConfig(Strict):
     max_failures: int = Field(0, ge=0)
 
 
-class NodeConfig(Strict):
+class CascadeLink(Strict):
     model: str
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class NodeConfig(Strict):
+    model: str | None = None
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     method: dict[str, Any] = Field(default_factory=lambda: {"name": "vanilla"})
     teacher: str | None = None
     init: str | None = None
+    cascade: list[str | CascadeLink] | None = Field(None, min_length=1)
+    members: list[str] | None = Field(None, min_length=2)
+    dataset: str | None = None  # train on the package set this node built (method: packages)
     train: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict)
     resources: dict[str, Any] = Field(default_factory=dict)
@@ -122,9 +134,21 @@ class ResolvedNode(BaseModel):
     method: Any  # the method's own pydantic config (raykd.methods.MethodConfig)
     teacher: str | None
     init: str | None = None
+    members: tuple[str, ...] = ()  # an integration node's inputs (method ensemble | weight_average)
+    dataset: str | None = None  # a packages node whose clips this node trains on
+    branch: str | None = None  # the cascade this node is a link of, and its level (1 = nearest the teacher)
+    level: int | None = None
     train: TrainConfig
     data: DataConfig
     resources: ResourcesConfig
+
+    @property
+    def integrates(self) -> bool:
+        return bool(self.members)
+
+    @property
+    def builds_packages(self) -> bool:
+        return self.method.name == "packages"
 
     def semantic_dict(self) -> dict[str, Any]:
         """What determines the trained weights; resources and names are left out on purpose."""
@@ -159,7 +183,8 @@ class Experiment(BaseModel):
         """`final:` if set, else the last node (in config order) that no other node learns from."""
         if self.config.final:
             return self.config.final
-        used = {n.teacher for n in self.nodes.values()} | {n.init for n in self.nodes.values()}
+        used = {p for n in self.nodes.values() for p in (n.teacher, n.init, n.dataset, *n.members)}
+        used |= {n for n, node in self.nodes.items() if node.builds_packages}
         return [name for name in self.nodes if name not in used][-1]
 
     def to_yaml(self) -> str:
@@ -170,10 +195,11 @@ class Experiment(BaseModel):
         out["nodes"] = {}
         for name, node in self.nodes.items():
             out["nodes"][name] = {
-                "model": node.model,
+                **({"members": list(node.members)} if node.members else {"model": node.model}),
                 "model_kwargs": node.model_kwargs,
                 "teacher": node.teacher,
                 "init": node.init,
+                **({"dataset": node.dataset} if node.dataset else {}),
                 "method": node.method.model_dump(mode="json"),
                 "train": node.train.model_dump(mode="json"),
                 "data": node.data.model_dump(mode="json"),
@@ -270,15 +296,22 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 
 
 def _resolve_nodes(cfg: ExperimentConfig, raw: dict[str, Any], source: str | None) -> dict[str, ResolvedNode]:
-    from raykd import methods, models  # deferred: config stays importable without torch work
+    from raykd import integrate, methods, models  # deferred: config stays importable without torch work
 
     problems: list[str] = []
     resolved: dict[str, ResolvedNode] = {}
     if not cfg.nodes:
         raise ConfigError(_where(source) + "'nodes' is empty: define at least one training run.")
+    nodes, lineage = _expand_cascades(cfg.nodes, problems)
     section_types = {"train": TrainConfig, "data": DataConfig, "resources": ResourcesConfig}
     known_models = models.list_models()
-    for name, node in cfg.nodes.items():
+
+    def unknown_node(name: str, key: str, ref: str) -> str:
+        close = difflib.get_close_matches(ref, list(nodes), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else f" Nodes: {', '.join(nodes)}."
+        return f"nodes.{name}.{key}: no node named '{ref}'.{hint}"
+
+    for name, node in nodes.items():
         prefix = ("nodes", name)
         merged: dict[str, Any] = {}
         for section, typ in section_types.items():
@@ -288,7 +321,34 @@ def _resolve_nodes(cfg: ExperimentConfig, raw: dict[str, Any], source: str | Non
                 merged[section] = typ.model_validate(data)
             except ValidationError as e:
                 problems.append(_format(e, typ, prefix + (section,), None))
-        if node.model not in known_models:
+        if node.members is not None:
+            try:
+                method_cfg = integrate.validate_integration_config(node.method, where=f"nodes.{name}.method")
+            except ConfigError as e:
+                problems.append(str(e))
+            for key in ("teacher", "init", "model"):
+                if getattr(node, key) is not None:
+                    problems.append(f"nodes.{name}.{key}: an integration node (members: ...) combines finished "
+                                    f"students; it has no {key}.")
+            problems.extend(unknown_node(name, "members", m) for m in node.members if m not in nodes)
+            if problems:
+                continue
+            resolved[name] = ResolvedNode(
+                name=name, model=_integrated_model(node, nodes, method_cfg.name), model_kwargs={},
+                method=method_cfg, teacher=None, members=tuple(node.members), **merged)
+            continue
+        if isinstance(node.method, dict) and node.method.get("name") == "packages":
+            resolved_pkg = _resolve_packages(name, node, merged, nodes, problems)
+            if resolved_pkg is not None and not problems:
+                resolved[name] = resolved_pkg
+            continue
+        if isinstance(node.method, dict) and node.method.get("name") in integrate.INTEGRATIONS:
+            problems.append(f"nodes.{name}.method: '{node.method['name']}' integrates finished students: give the "
+                            f"node 'members: [<node>, <node>, ...]' instead of a model.")
+            continue
+        if node.model is None:
+            problems.append(f"nodes.{name}.model: required key is missing (or give 'cascade: [...]' or 'members: [...]').")
+        elif node.model not in known_models:
             close = difflib.get_close_matches(node.model, known_models, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else " Run `raykd models` for the list."
             problems.append(f"nodes.{name}.model: unknown model '{node.model}'.{hint}")
@@ -297,16 +357,19 @@ def _resolve_nodes(cfg: ExperimentConfig, raw: dict[str, Any], source: str | Non
             method_cfg = methods.validate_method_config(node.method, where=f"nodes.{name}.method")
         except ConfigError as e:
             problems.append(str(e))
-        if node.teacher is not None and node.teacher not in cfg.nodes:
-            close = difflib.get_close_matches(node.teacher, list(cfg.nodes), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else f" Nodes: {', '.join(cfg.nodes)}."
-            problems.append(f"nodes.{name}.teacher: no node named '{node.teacher}'.{hint}")
+        if node.teacher is not None and node.teacher not in nodes:
+            problems.append(unknown_node(name, "teacher", node.teacher))
+        if node.dataset is not None:
+            source = nodes.get(node.dataset)
+            if source is None:
+                problems.append(unknown_node(name, "dataset", node.dataset))
+            elif source.method.get("name") != "packages":
+                problems.append(f"nodes.{name}.dataset: node '{node.dataset}' does not build a dataset; 'dataset' "
+                                f"names a node with 'method: {{name: packages}}'.")
         if node.init is not None:
-            init = cfg.nodes.get(node.init)
+            init = nodes.get(node.init)
             if init is None:
-                close = difflib.get_close_matches(node.init, list(cfg.nodes), n=1)
-                hint = f" Did you mean '{close[0]}'?" if close else f" Nodes: {', '.join(cfg.nodes)}."
-                problems.append(f"nodes.{name}.init: no node named '{node.init}'.{hint}")
+                problems.append(unknown_node(name, "init", node.init))
             elif not _same_architecture(init, node):
                 problems.append(f"nodes.{name}.init: node '{node.init}' trains {_architecture(init)} but this node "
                                 f"trains {_architecture(node)}; 'init' starts from that node's weights, so the "
@@ -315,7 +378,7 @@ def _resolve_nodes(cfg: ExperimentConfig, raw: dict[str, Any], source: str | Non
             needs = methods.get_method(method_cfg.name).needs_teacher
             if needs and node.teacher is None:
                 problems.append(f"nodes.{name}: method '{method_cfg.name}' needs a teacher; add 'teacher: <node name>'.")
-            teacher = cfg.nodes.get(node.teacher) if node.teacher else None
+            teacher = nodes.get(node.teacher) if node.teacher else None
             if methods.get_method(method_cfg.name).teacher_is_self and teacher is not None and \
                     not _same_architecture(teacher, node):
                 problems.append(f"nodes.{name}.teacher: method '{method_cfg.name}' is self-training, so its teacher "
@@ -325,19 +388,125 @@ def _resolve_nodes(cfg: ExperimentConfig, raw: dict[str, Any], source: str | Non
                 problems.append(f"nodes.{name}: method '{method_cfg.name}' does not use a teacher, but 'teacher: {node.teacher}' is set.")
         if problems:
             continue
+        branch, level = lineage.get(name, (None, None))
         resolved[name] = ResolvedNode(
             name=name, model=node.model, model_kwargs=node.model_kwargs, method=method_cfg,
-            teacher=node.teacher, init=node.init, **merged,
+            teacher=node.teacher, init=node.init, dataset=node.dataset, branch=branch, level=level, **merged,
         )
-    if cfg.final is not None and cfg.final not in cfg.nodes:
-        problems.append(f"final: no node named '{cfg.final}'. Nodes: {', '.join(cfg.nodes)}.")
+    if cfg.final is not None and cfg.final not in nodes:
+        problems.append(f"final: no node named '{cfg.final}'. Nodes: {', '.join(nodes)}.")
     if not problems:
-        cycle = _find_cycle({n: [p for p in (node.teacher, node.init) if p] for n, node in cfg.nodes.items()})
+        cycle = _find_cycle({n: [p for p in (node.teacher, node.init, node.dataset, *(node.members or ())) if p]
+                             for n, node in nodes.items()})
         if cycle:
-            problems.append("nodes form a cycle through 'teacher'/'init': " + " -> ".join(cycle) + ".")
+            problems.append("nodes form a cycle through 'teacher'/'init'/'members': " + " -> ".join(cycle) + ".")
+    if not problems:
+        problems.extend(integrate.check_members(resolved))
+        problems.extend(_check_models(resolved))
     if problems:
         raise ConfigError(_where(source) + "invalid config:\n  " + "\n  ".join(problems))
     return resolved
+
+
+def _expand_cascades(nodes: dict[str, NodeConfig], problems: list[str]):
+    """`cascade: [a_1, ..., a_N]` on node X becomes N nodes, X.1 ... X.(N-1) and X itself (the last
+    link, so other nodes keep referring to the branch's student as X), each taught by the previous
+    link and the first by X's teacher. Returns the nodes and {link: (branch, level)}."""
+    out: dict[str, NodeConfig] = {}
+    lineage: dict[str, tuple[str, int]] = {}
+    for name, node in nodes.items():
+        if node.cascade is None:
+            out[name] = node
+            continue
+        links = [CascadeLink(model=c) if isinstance(c, str) else c for c in node.cascade]
+        bad = False
+        if node.members is not None or node.init is not None:
+            problems.append(f"nodes.{name}.cascade: a cascade cannot also have "
+                            f"'{'members' if node.members is not None else 'init'}'.")
+            bad = True
+        if node.teacher is None:
+            problems.append(f"nodes.{name}.cascade: a cascade starts from a teacher; add 'teacher: <node name>'.")
+            bad = True
+        last = links[-1]
+        if node.model is not None and (node.model, node.model_kwargs) != (last.model, last.model_kwargs or node.model_kwargs):
+            problems.append(f"nodes.{name}.model: '{node.model}' but the cascade ends with '{last.model}'; the last "
+                            f"cascade entry is the student, so drop 'model' or make them agree.")
+            bad = True
+        names = [f"{name}.{i}" for i in range(1, len(links))] + [name]
+        clash = [n for n in names[:-1] if n in nodes]
+        if clash:
+            problems.append(f"nodes.{name}.cascade: link name '{clash[0]}' is already a node; rename one of them.")
+            bad = True
+        if bad:
+            continue
+        teacher = node.teacher
+        for level, (link_name, link) in enumerate(zip(names, links), start=1):
+            out[link_name] = node.model_copy(update={
+                "model": link.model, "model_kwargs": link.model_kwargs or node.model_kwargs,
+                "teacher": teacher, "cascade": None})
+            lineage[link_name] = (name, level)
+            teacher = link_name
+    return out, lineage
+
+
+def _resolve_packages(name: str, node: NodeConfig, merged: dict[str, Any], nodes, problems: list[str]):
+    """A node that builds SKD video packages from its data with its teacher's scores."""
+    from raykd.data.frame_generators import list_frame_generators
+    from raykd.data.packages import PackagesConfig
+
+    where = f"nodes.{name}"
+    try:
+        cfg = PackagesConfig.model_validate(node.method)
+    except ValidationError as e:
+        problems.append(format_validation_error(e, PackagesConfig, f"{where}.method"))
+        return None
+    if cfg.generator not in list_frame_generators():
+        close = difflib.get_close_matches(cfg.generator, list_frame_generators(), n=1)
+        problems.append(f"{where}.method.generator: unknown frame generator '{cfg.generator}'."
+                        + (f" Did you mean '{close[0]}'?" if close else "")
+                        + f" Registered: {', '.join(list_frame_generators())}.")
+    if node.teacher is None:
+        problems.append(f"{where}: a packages node scores frames with a pretrained teacher; add 'teacher: <node>'.")
+    elif node.teacher not in nodes:
+        problems.append(f"{where}.teacher: no node named '{node.teacher}'.")
+    for key in ("model", "init", "members", "dataset", "cascade"):
+        if getattr(node, key) is not None:
+            problems.append(f"{where}.{key}: a packages node builds a dataset; it has no {key}.")
+    if problems or "data" not in merged:
+        return None
+    return ResolvedNode(name=name, model="packages", model_kwargs={}, method=cfg, teacher=node.teacher, **merged)
+
+
+def _integrated_model(node: NodeConfig, nodes: dict[str, NodeConfig], method: str) -> str:
+    """What an integration node exports: an ensemble, or the members' one architecture."""
+    if method == "ensemble":
+        return "ensemble"
+    first = nodes.get(node.members[0])
+    return first.model if first is not None and first.model else "weight_average"
+
+
+def _check_models(resolved: dict[str, ResolvedNode]) -> list[str]:
+    """Method checks that need the two architectures (e.g. DF's top-K against the teacher's channels),
+    on shape-only `meta` models so nothing is allocated."""
+    import torch
+
+    from raykd import methods, models
+
+    problems = []
+    for name, node in resolved.items():
+        if node.integrates or node.builds_packages or node.teacher is None:
+            continue
+        check = getattr(methods.get_method(node.method.name), "check_models", None)
+        teacher = resolved[node.teacher]
+        if check is None or teacher.integrates or teacher.builds_packages:
+            continue
+        with torch.device("meta"):
+            s = models.create(node.model, 10, **node.model_kwargs)
+            t = models.create(teacher.model, 10, **teacher.model_kwargs)
+        message = check(node.method, s, t)
+        if message:
+            problems.append(f"nodes.{name}.method: {message}")
+    return problems
 
 
 def _same_architecture(a: NodeConfig, b: NodeConfig) -> bool:
@@ -345,7 +514,7 @@ def _same_architecture(a: NodeConfig, b: NodeConfig) -> bool:
 
 
 def _architecture(node: NodeConfig) -> str:
-    return node.model + (f" {node.model_kwargs}" if node.model_kwargs else "")
+    return str(node.model) + (f" {node.model_kwargs}" if node.model_kwargs else "")
 
 
 def _find_cycle(parents: dict[str, list[str]]) -> list[str] | None:

@@ -8,7 +8,7 @@ from raykd.data.image_set import DataBundle, ImageSet, channel_stats, stratified
 from raykd.data.loader import DeviceLoader
 from raykd.errors import DataError
 
-__all__ = ["DataBundle", "DeviceLoader", "ImageSet", "check_data", "load_data"]
+__all__ = ["DataBundle", "DeviceLoader", "ImageSet", "check_data", "load_data", "load_packages_limited"]
 
 
 def load_data(cfg, cache_dir: Path | None = None) -> DataBundle:
@@ -19,6 +19,10 @@ def load_data(cfg, cache_dir: Path | None = None) -> DataBundle:
 
         bundle = load_digits_bundle(cfg.val_fraction, cfg.test_fraction, cfg.split_seed, cfg.image_size)
         return _limit(bundle, cfg)
+    if cfg.name == "digits_video":
+        from raykd.data.digits_video import load_digits_video_bundle
+
+        return _limit(load_digits_video_bundle(cfg), cfg)
     check_data(cfg)
     val = None
     if cfg.name in ("cifar10", "cifar100"):
@@ -29,6 +33,10 @@ def load_data(cfg, cache_dir: Path | None = None) -> DataBundle:
         from raykd.data.fashion_mnist import load_fashion_mnist
 
         train, test, names = load_fashion_mnist(cfg.root)
+    elif cfg.name == "ucf101":
+        from raykd.data.ucf101 import load_ucf101
+
+        train, test, names = load_ucf101(cfg.root, cfg.fold, cfg.frames, cfg.image_size, cache_dir)
     elif cfg.name == "image_folder":
         from raykd.data.image_folder import load_image_folder
 
@@ -46,10 +54,17 @@ def load_data(cfg, cache_dir: Path | None = None) -> DataBundle:
     return _limit(DataBundle(train, val, test, max(num_classes, len(names)), mean, std, names), cfg)
 
 
+def load_packages_limited(path: Path, cfg) -> DataBundle:
+    """A packages node's clip dataset, with this node's `train_limit` applied."""
+    from raykd.data.packages import load_packages
+
+    return _limit(load_packages(path), cfg)
+
+
 def check_data(cfg, where: str = "data") -> None:
     """Cheap checks a driver runs before launching anything: the folder exists and has the
     expected layout (no decoding). The loaders repeat them with the same messages."""
-    if cfg.name == "digits":
+    if cfg.name in ("digits", "digits_video"):
         return
     if cfg.root is None:
         raise DataError(f"{where}.root is required for dataset '{cfg.name}' (a local folder).")
@@ -72,6 +87,10 @@ def check_data(cfg, where: str = "data") -> None:
         from raykd.data.image_folder import check_layout
 
         check_layout(root, where)
+    elif cfg.name == "ucf101":
+        from raykd.data.ucf101 import check_layout
+
+        check_layout(root, cfg.fold, where)
 
 
 def _limit(bundle: DataBundle, cfg) -> DataBundle:

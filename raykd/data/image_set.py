@@ -9,20 +9,32 @@ import torch
 
 @dataclass
 class ImageSet:
-    images: torch.Tensor  # uint8 [N, C, H, W]
+    """Images [N, C, H, W] or clips [N, F, C, H, W] (uint8), int64 labels, and optionally soft
+    `targets` [N, classes] (video packages' pseudo-labels) that training uses instead of labels."""
+
+    images: torch.Tensor
     labels: torch.Tensor  # int64 [N]
+    targets: torch.Tensor | None = None
 
     def __post_init__(self):
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError(f"images must be uint8 [N, C, H, W], got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.images.dtype != torch.uint8 or self.images.dim() not in (4, 5):
+            raise ValueError(f"images must be uint8 [N, C, H, W] or clips [N, F, C, H, W], got "
+                             f"{self.images.dtype} {tuple(self.images.shape)}")
         if len(self.images) != len(self.labels):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+        if self.targets is not None and len(self.targets) != len(self.labels):
+            raise ValueError(f"{len(self.targets)} soft targets but {len(self.labels)} labels")
+
+    @property
+    def is_video(self) -> bool:
+        return self.images.dim() == 5
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, index: torch.Tensor) -> "ImageSet":
-        return ImageSet(self.images[index].contiguous(), self.labels[index].contiguous())
+        targets = None if self.targets is None else self.targets[index].contiguous()
+        return ImageSet(self.images[index].contiguous(), self.labels[index].contiguous(), targets)
 
 
 @dataclass
@@ -39,15 +51,20 @@ class DataBundle:
 
     @property
     def in_channels(self) -> int:
-        return self.train.images.shape[1]
+        return self.train.images.shape[-3]
 
     @property
     def image_size(self) -> tuple[int, int]:
-        return tuple(self.train.images.shape[2:])
+        return tuple(self.train.images.shape[-2:])
+
+    @property
+    def is_video(self) -> bool:
+        return self.train.is_video
 
     def summary(self) -> str:
+        frames = f"clips of {self.train.images.shape[1]} frames of " if self.is_video else ""
         return (f"{len(self.train)} train / {len(self.val)} val / {len(self.test)} test, "
-                f"{self.num_classes} classes, {self.in_channels}x{self.image_size[0]}x{self.image_size[1]}")
+                f"{self.num_classes} classes, {frames}{self.in_channels}x{self.image_size[0]}x{self.image_size[1]}")
 
 
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,7 +82,7 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean/std in [0, 1] units, from the training split only."""
-    x = images.float().div_(255)
+    x = images.flatten(0, images.dim() - 4).float().div_(255)  # clips: frames are samples too
     mean = x.mean(dim=(0, 2, 3))
     std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
     return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())

@@ -36,15 +36,17 @@ class DeviceLoader:
         self.device = torch.device(device)
         self.images = data.images.to(self.device)
         self.labels = data.labels.to(self.device)
+        self.targets = data.targets.to(self.device) if train and data.targets is not None else None
         self.batch_size = batch_size
         self.train = train
         self.crop_padding = crop_padding if train else 0
         self.flip = flip and train
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.channels_last = channels_last
-        c = self.images.shape[1]
-        self.mean = torch.tensor(mean, device=self.device).view(1, c, 1, 1)
-        self.std = torch.tensor(std, device=self.device).view(1, c, 1, 1)
+        c = self.images.shape[-3]
+        shape = (1, 1, c, 1, 1) if data.is_video else (1, c, 1, 1)
+        self.mean = torch.tensor(mean, device=self.device).view(shape)
+        self.std = torch.tensor(std, device=self.device).view(shape)
         self.epoch = 0
         self.class_pairs = class_pairs and train
         if self.class_pairs:  # images grouped by class, for drawing a same-class partner per sample
@@ -77,18 +79,25 @@ class DeviceLoader:
             idx_cpu = order[i * self.batch_size : (i + 1) * self.batch_size]
             idx = idx_cpu.to(self.device, non_blocking=True)
             batch = {"image": self._augment(idx, g), "label": self.labels.index_select(0, idx), "index": idx}
+            if self.targets is not None:
+                batch["target"] = self.targets.index_select(0, idx)
             if self.class_pairs:
                 batch["pair_image"] = self._augment(self._partners(idx_cpu, g).to(self.device), g)
             yield batch
 
     def _augment(self, idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         x = self.images.index_select(0, idx)
+        clip_shape = x.shape if x.dim() == 5 else None
+        if clip_shape is not None:  # one crop and flip per clip: frames folded into channels
+            x = x.flatten(1, 2)
         if self.crop_padding:
             x = random_crop(x, self.crop_padding, g)
         if self.flip:
             x = random_flip(x, g)
+        if clip_shape is not None:
+            x = x.view(clip_shape)
         x = x.float().div_(255).sub_(self.mean).div_(self.std)
-        if self.channels_last:
+        if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 

@@ -14,18 +14,27 @@ import torch
 from raykd import models
 from raykd.engine.checkpoint import load, save_atomic
 from raykd.errors import RaykdError
+from raykd.models.ensemble import Ensemble
+from raykd.models.video import VideoClassifier
 
 FORMAT = 1
 
 
 def save_student(path: Path, model: torch.nn.Module, *, model_name: str, num_classes: int,
-                 model_kwargs: dict[str, Any], mean, std, data: dict[str, Any], metrics: dict[str, float]) -> None:
+                 model_kwargs: dict[str, Any], mean, std, data: dict[str, Any], metrics: dict[str, float],
+                 video: bool = False, init_fingerprint: str | None = None) -> None:
+    """`video`: the weights are a 2D backbone the loader wraps in `VideoClassifier`.
+    `init_fingerprint`: digest of the weights training started from (weight averaging checks it)."""
+    if isinstance(model, VideoClassifier):
+        model, video = model.backbone, True
     save_atomic(
         {
             "format": FORMAT,
             "model": model_name,
             "num_classes": num_classes,
             "model_kwargs": dict(model_kwargs),
+            "video": video,
+            "init_fingerprint": init_fingerprint,
             "mean": list(mean),
             "std": list(std),
             "data": data,
@@ -36,8 +45,27 @@ def save_student(path: Path, model: torch.nn.Module, *, model_name: str, num_cla
     )
 
 
-def load_student(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the student from `final.pt`; returns (model in eval mode, metadata)."""
+def save_ensemble(path: Path, members: list[dict[str, Any]], *, data: dict[str, Any], metrics: dict[str, float]) -> None:
+    """An ensemble file holds its members' own student blobs (as `read_student` returns them)."""
+    first = members[0]
+    save_atomic({"format": FORMAT, "model": "ensemble", "num_classes": first["num_classes"], "model_kwargs": {},
+                 "video": False, "members": members, "mean": first["mean"], "std": first["std"], "data": data,
+                 "metrics": dict(metrics)}, path)
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 of a model's parameters and buffers, in state-dict order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def read_student(path: str | Path) -> dict[str, Any]:
+    """The raw contents of a student file, checked to be one."""
     path = Path(path)
     if not path.is_file():
         raise RaykdError(f"student file not found: '{path}'.")
@@ -47,8 +75,23 @@ def load_student(path: str | Path, device: torch.device | str = "cpu") -> tuple[
         raise RaykdError(f"'{path}' is not a raykd student file ({type(e).__name__}: {e}).") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise RaykdError(f"'{path}' is not a raykd student file (no format {FORMAT} header).")
+    return blob
+
+
+def build_student(blob: dict[str, Any]) -> torch.nn.Module:
+    """The module a student blob describes (ensembles and video wrappers included), in eval mode."""
+    if blob["model"] == "ensemble":
+        return Ensemble([build_student(m) for m in blob["members"]]).eval()
     model = models.create(blob["model"], blob["num_classes"], **blob["model_kwargs"])
     model.load_state_dict(blob["state_dict"])
-    model.to(device).eval()
-    meta = {k: v for k, v in blob.items() if k != "state_dict"}
+    if blob.get("video"):
+        model = VideoClassifier(model)
+    return model.eval()
+
+
+def load_student(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the student from `final.pt`; returns (model in eval mode, metadata)."""
+    blob = read_student(path)
+    model = build_student(blob).to(device)
+    meta = {k: v for k, v in blob.items() if k not in ("state_dict", "members")}
     return model, meta

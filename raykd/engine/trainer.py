@@ -21,11 +21,13 @@ import torch.distributed as dist
 
 from raykd import models
 from raykd.config import ResolvedNode
-from raykd.data import DeviceLoader, load_data
+from raykd.data import DeviceLoader, load_data, load_packages_limited
+from raykd.models.ensemble import Ensemble
 from raykd.engine import checkpoint as ckpt
 from raykd.engine.evaluate import evaluate, topk_correct
 from raykd.engine.optim import build_optimizer, lr_at, set_lr
-from raykd.engine.student_file import load_student, save_student
+from raykd.engine.latency import latency_ms
+from raykd.engine.student_file import load_student, save_student, weights_fingerprint
 from raykd.errors import ConfigError, NonFiniteLossError
 from raykd.methods import build_distiller
 from raykd.methods.base import MethodContext
@@ -43,6 +45,7 @@ class RunContext:
     world_size: int = 1
     teacher_path: Path | None = None
     init_path: Path | None = None  # start the student from this final.pt (an init-stage node's output)
+    dataset_path: Path | None = None  # train on this package set (a packages node's output) instead of data.name
     data_cache: Path | None = None
     on_start: Callable[[dict[str, Any]], None] | None = None
     on_epoch: Callable[[int, dict[str, float]], None] | None = None
@@ -81,7 +84,7 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
     if dcfg.batch_size % ctx.world_size:
         raise ConfigError(f"nodes.{node.name}.data.batch_size ({dcfg.batch_size}) must be divisible by the "
                           f"number of workers ({ctx.world_size}); it is the global batch size.")
-    data = load_data(dcfg, ctx.data_cache)
+    data = load_packages_limited(ctx.dataset_path, dcfg) if ctx.dataset_path else load_data(dcfg, ctx.data_cache)
     torch.manual_seed(tcfg.seed)
     student = models.create(node.model, data.num_classes, **node.model_kwargs)
     teacher = None
@@ -90,9 +93,16 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
         if meta["num_classes"] != data.num_classes:
             raise ConfigError(f"nodes.{node.name}: teacher '{ctx.teacher_path}' predicts {meta['num_classes']} "
                               f"classes but the data has {data.num_classes}.")
+        if data.is_video and not isinstance(teacher, (models.VideoClassifier, Ensemble)):
+            teacher = models.VideoClassifier(teacher)  # an image teacher scores clips frame by frame
     if ctx.init_path is not None:
         init_model, _ = load_student(ctx.init_path, "cpu")
+        if isinstance(init_model, models.VideoClassifier):
+            init_model = init_model.backbone
         student.load_state_dict(init_model.state_dict())
+    init_fingerprint = weights_fingerprint(student)
+    if data.is_video:
+        student = models.VideoClassifier(student)  # clips [B, F, C, H, W]: frames through the 2D model
     distiller = build_distiller(node.method, student, teacher)
     local_bs = dcfg.batch_size // ctx.world_size
     common = dict(device=device, mean=data.mean, std=data.std, rank=ctx.rank, world_size=ctx.world_size,
@@ -242,9 +252,10 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
         "train_seconds": sum(h["epoch_seconds"] for h in history),
     }
     if is_main:
+        result["latency_ms"] = latency_ms(distiller.student, tuple(data.train.images.shape[1:]), device)
         save_student(out / FINAL, distiller.student, model_name=node.model, num_classes=data.num_classes,
                      model_kwargs=node.model_kwargs, mean=data.mean, std=data.std,
-                     data=node.data.model_dump(mode="json"), metrics=result)
+                     data=node.data.model_dump(mode="json"), metrics=result, init_fingerprint=init_fingerprint)
         log(f"[{tag}] done: test top-1 {last_test['top1']:.2f}% (last), {best_test['top1']:.2f}% "
             f"(best val, epoch {best['epoch']})")
     result["history"] = history

@@ -2,6 +2,7 @@
 
 from raykd.losses.attention import at_loss, attention_map
 from raykd.losses.boundary import ab_loss
+from raykd.losses.channel import channel_energy, df_loss
 from raykd.losses.contrastive import crd_nce_loss
 from raykd.losses.dkd import dkd_loss
 from raykd.losses.fsp import fsp_loss, fsp_matrix
@@ -12,6 +13,6 @@ from raykd.losses.soft_target import pskd_targets, soft_cross_entropy
 from raykd.losses.variational import vid_loss
 
 __all__ = [
-    "ab_loss", "at_loss", "attention_map", "crd_nce_loss", "dkd_loss", "fitnet_loss", "fsp_loss", "fsp_matrix",
+    "ab_loss", "at_loss", "attention_map", "channel_energy", "crd_nce_loss", "df_loss", "dkd_loss", "fitnet_loss", "fsp_loss", "fsp_matrix",
     "kd_loss", "pskd_targets", "similarity_matrix", "soft_cross_entropy", "sp_loss", "vid_loss",
 ]

@@ -11,6 +11,8 @@ from raykd.methods import (  # noqa: F401  (each module registers its method)
     fsp,
     kd,
     pskd,
+    rskd,
+    skd,
     sp,
     tfkd,
     vanilla,

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch.nn.functional as F
 from pydantic import Field
 
 from raykd.losses import at_loss
-from raykd.methods.base import Distiller, MethodConfig
+from raykd.methods.base import Distiller, MethodConfig, ce_loss
 from raykd.methods.connectors import stage_pairs
 from raykd.methods.registry import register_method
 
@@ -35,5 +34,5 @@ class AT(Distiller):
         t = self.teacher_forward(batch["image"])
         s = self.student(batch["image"])
         at = sum(at_loss(s.features[p.s], t.features[p.t], self.cfg.p) for p in self.pairs)
-        return s.logits, {"ce": self.cfg.ce_weight * F.cross_entropy(s.logits, batch["label"]),
+        return s.logits, {"ce": self.cfg.ce_weight * ce_loss(s.logits, batch),
                           "at": self.cfg.beta * at}

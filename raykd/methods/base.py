@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
@@ -57,6 +58,12 @@ class Distiller(nn.Module):
         self._teacher = [teacher] if teacher is not None else []
         self.epoch = 0
         self.memories: dict[str, SampleMemory] = {}
+
+    @classmethod
+    def check_models(cls, cfg: MethodConfig, student: nn.Module, teacher: nn.Module) -> str | None:
+        """A problem with this student/teacher pair, found from shapes alone (the models are on the
+        `meta` device) while the config is validated; None when fine."""
+        return None
 
     def setup(self, ctx: MethodContext) -> None:
         """Build what depends on the data or the models' shapes (connectors, heads, memories).
@@ -107,6 +114,14 @@ class Distiller(nn.Module):
         for k, m in self.memories.items():
             if f"memory/{k}" in state:
                 m.data = state[f"memory/{k}"].to(m.data.device, m.data.dtype)
+
+
+def ce_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy against the batch's soft `target` (video packages' pseudo-labels) when it has
+    one, else against its hard `label`. Every method's CE goes through here."""
+    target = batch.get("target")
+    return F.cross_entropy(logits, batch["label"] if target is None else target.to(logits.dtype),
+                           label_smoothing=label_smoothing)
 
 
 @torch.no_grad()

@@ -8,11 +8,10 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from raykd.losses import kd_loss
-from raykd.methods.base import Distiller, MethodConfig
+from raykd.methods.base import Distiller, MethodConfig, ce_loss
 from raykd.methods.registry import register_method
 
 
@@ -33,5 +32,5 @@ class CSKD(Distiller):
         out = self.student(batch["image"])
         with torch.no_grad():
             pair = self.student(batch["pair_image"]).logits
-        return out.logits, {"ce": F.cross_entropy(out.logits, batch["label"]),
+        return out.logits, {"ce": ce_loss(out.logits, batch),
                             "cls": self.cfg.lamda * kd_loss(out.logits, pair, self.cfg.temperature)}

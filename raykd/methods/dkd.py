@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch.nn.functional as F
 from pydantic import Field
 
 from raykd.losses import dkd_loss
-from raykd.methods.base import Distiller, MethodConfig
+from raykd.methods.base import Distiller, MethodConfig, ce_loss
 from raykd.methods.registry import register_method
 
 
@@ -39,5 +38,5 @@ class DKD(Distiller):
         t = self.teacher_forward(batch["image"]).logits
         s = self.student(batch["image"]).logits
         dkd = dkd_loss(s, t, batch["label"], self.cfg.alpha, self.cfg.beta, self.cfg.temperature)
-        return s, {"ce": self.cfg.ce_weight * F.cross_entropy(s, batch["label"]),
+        return s, {"ce": self.cfg.ce_weight * ce_loss(s, batch),
                    "dkd": self.warmup_factor() * dkd}

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch.nn.functional as F
 from pydantic import Field
 
 from raykd.losses import kd_loss
-from raykd.methods.base import Distiller, MethodConfig
+from raykd.methods.base import Distiller, MethodConfig, ce_loss
 from raykd.methods.registry import register_method
 
 
@@ -31,6 +30,6 @@ class KD(Distiller):
         t_logits = self.teacher_forward(images).logits  # teacher first: see Distiller.teacher_forward
         out = self.student(images)
         return out.logits, {
-            "ce": self.cfg.ce_weight * F.cross_entropy(out.logits, batch["label"]),
+            "ce": self.cfg.ce_weight * ce_loss(out.logits, batch),
             "kd": self.cfg.alpha * kd_loss(out.logits, t_logits, self.cfg.temperature),
         }

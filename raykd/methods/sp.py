@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch.nn.functional as F
 from pydantic import Field
 
 from raykd.losses import sp_loss
-from raykd.methods.base import Distiller, MethodConfig
+from raykd.methods.base import Distiller, MethodConfig, ce_loss
 from raykd.methods.registry import register_method
 
 
@@ -28,5 +27,5 @@ class SP(Distiller):
     def forward(self, batch):
         t = self.teacher_forward(batch["image"])
         s = self.student(batch["image"])
-        return s.logits, {"ce": self.cfg.ce_weight * F.cross_entropy(s.logits, batch["label"]),
+        return s.logits, {"ce": self.cfg.ce_weight * ce_loss(s.logits, batch),
                           "sp": self.cfg.beta * sp_loss(s.features[-1], t.features[-1])}

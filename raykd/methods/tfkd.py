@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch.nn.functional as F
 from pydantic import Field
 
 from raykd.losses import kd_loss
-from raykd.methods.base import Distiller, MethodConfig
+from raykd.methods.base import Distiller, MethodConfig, ce_loss
 from raykd.methods.registry import register_method
 
 
@@ -34,5 +33,5 @@ class TfKD(Distiller):
         t = self.teacher_forward(batch["image"]).logits
         s = self.student(batch["image"]).logits
         kl = kd_loss(s, t, self.cfg.temperature) / s.shape[1]
-        return s, {"ce": (1 - self.cfg.alpha) * F.cross_entropy(s, batch["label"]),
+        return s, {"ce": (1 - self.cfg.alpha) * ce_loss(s, batch),
                    "kd": self.cfg.alpha * self.cfg.multiplier * kl}

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch.nn.functional as F
 from pydantic import Field
 
-from raykd.methods.base import Distiller, MethodConfig
+from raykd.methods.base import Distiller, MethodConfig, ce_loss
 from raykd.methods.registry import register_method
 
 
@@ -24,5 +23,5 @@ class Vanilla(Distiller):
 
     def forward(self, batch):
         out = self.student(batch["image"])
-        ce = F.cross_entropy(out.logits, batch["label"], label_smoothing=self.cfg.label_smoothing)
+        ce = ce_loss(out.logits, batch, self.cfg.label_smoothing)
         return out.logits, {"ce": ce}

@@ -8,13 +8,12 @@ import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from raykd.losses import vid_loss
 from raykd.losses.pool import match_spatial
-from raykd.methods.base import Distiller, MethodConfig
+from raykd.methods.base import Distiller, MethodConfig, ce_loss
 from raykd.methods.connectors import stage_pairs
 from raykd.methods.registry import register_method
 
@@ -53,5 +52,5 @@ class VID(Distiller):
         for k, p in enumerate(self.pairs):
             fs, ft = match_spatial(s.features[p.s], t.features[p.t])
             vid = vid + vid_loss(self.regressors[k](fs), self.log_scales[k], ft, self.cfg.eps)
-        return s.logits, {"ce": self.cfg.ce_weight * F.cross_entropy(s.logits, batch["label"]),
+        return s.logits, {"ce": self.cfg.ce_weight * ce_loss(s.logits, batch),
                           "vid": self.cfg.beta * vid}

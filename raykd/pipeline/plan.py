@@ -58,11 +58,16 @@ def make_plan(exp: Experiment) -> dict[str, PlanNode]:
     for name in order:
         node = exp.nodes[name]
         parents = parents_of(node)
-        h = node_hash(node, {role: plan[p].hash for role, p in (("teacher", node.teacher), ("init", node.init)) if p})
+        parent_hashes = {role: plan[p].hash for role, p in
+                         (("teacher", node.teacher), ("init", node.init), ("dataset", node.dataset)) if p}
+        if node.members:
+            parent_hashes["members"] = [plan[m].hash for m in node.members]
+        h = node_hash(node, parent_hashes)
         plan[name] = PlanNode(name, node, h, parents, exp.storage / "nodes" / f"{name}-{h[:12]}")
     return plan
 
 
 def parents_of(node) -> tuple[str, ...]:
-    """The nodes this one needs finished first: its teacher and the node it starts from."""
-    return tuple(dict.fromkeys(p for p in (node.teacher, node.init) if p))
+    """The nodes this one needs finished first: its teacher, the node it starts from, the package
+    set it trains on, its members."""
+    return tuple(dict.fromkeys(p for p in (node.teacher, node.init, node.dataset, *node.members) if p))

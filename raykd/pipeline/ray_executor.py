@@ -54,7 +54,8 @@ def worker_request(node: ResolvedNode, cluster_gpus: float) -> tuple[int, float,
         gpus = 1.0 if cluster_gpus >= 1 and node.train.device in ("auto", "cuda") else 0.0
     if node.train.device == "cpu":
         gpus = 0.0
-    return r.workers, r.cpus_per_worker, float(gpus)
+    single = node.integrates or node.builds_packages  # evaluation / scoring only: one process
+    return (1 if single else r.workers), r.cpus_per_worker, float(gpus)
 
 
 def check_feasible(nodes: dict[str, ResolvedNode]) -> None:
@@ -122,6 +123,22 @@ def _launch(task: NodeTask, request: tuple[int, float, float], storage_path: str
     return value
 
 
+def _integrate(task: NodeTask, threads: int) -> dict[str, Any]:
+    """Integration and packages nodes only evaluate finished models: a plain Ray task, no Train run."""
+    import torch
+
+    from raykd.engine import pick_device
+    from raykd.pipeline.task import run_task
+
+    torch.set_num_threads(threads)
+    started = time.time()
+    try:
+        result = run_task(task, device=pick_device(task.node.train.device))
+    except RaykdError as e:
+        raise RaykdError(str(e)) from None
+    return {**result, "_loop_start": started, "_loop_end": time.time()}
+
+
 def _root_cause(e: BaseException) -> str:
     while e.__cause__ is not None:
         e = e.__cause__
@@ -172,6 +189,7 @@ class RayExecutor:
         priority = critical_path({n: tuple(p for p in parents.get(n, ()) if p in tasks) for n in tasks})
         in_use = {"CPU": 0.0, "GPU": 0.0}
         launch = ray.remote(num_cpus=0, max_retries=0)(_launch)
+        integrate = ray.remote(max_retries=0)(_integrate)
         waiting = dict(tasks)
         running: dict[Any, str] = {}
         finished: set[str] = set()
@@ -194,8 +212,12 @@ class RayExecutor:
                     in_use[r] += need[name][r]
                 events.on_start(name)
                 launched[name] = time.time()
-                ref = launch.options(name=f"raykd:{name}").remote(
-                    task, requests[name], self.storage_path, task.node.resources.max_failures)
+                if task.node.integrates or task.node.builds_packages:
+                    _, c, g = requests[name]
+                    ref = integrate.options(name=f"raykd:{name}", num_cpus=c, num_gpus=g).remote(task, max(1, int(c)))
+                else:
+                    ref = launch.options(name=f"raykd:{name}").remote(
+                        task, requests[name], self.storage_path, task.node.resources.max_failures)
                 running[ref] = name
             if not running:
                 continue

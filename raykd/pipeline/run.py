@@ -20,7 +20,7 @@ from raykd.config import Experiment
 from raykd.data import check_data
 from raykd.errors import RaykdError
 from raykd.pipeline.plan import PlanNode, make_plan
-from raykd.pipeline.store import NodeStore
+from raykd.pipeline.store import PACKAGES, NodeStore
 from raykd.pipeline.task import NodeTask
 from raykd.plots import accuracy_curve
 from raykd.tracking import Tracker, resolve_uri
@@ -106,6 +106,16 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
         if teacher:
             tags.update({"raykd.teacher_node": teacher, "raykd.teacher_run_id": teacher_run or "",
                          "raykd.teacher_hash": plan[teacher].hash})
+        if pn.node.branch:
+            tags.update({"raykd.branch": pn.node.branch, "raykd.cascade_level": str(pn.node.level)})
+        if pn.node.members:
+            tags.update({"raykd.members": ",".join(pn.node.members),
+                         "raykd.member_run_ids": ",".join(outcomes[m].run_id or "" for m in pn.node.members)})
+            tags["mlflow.note.content"] = (f"{pn.node.method.name} of {', '.join(pn.node.members)}; node folder "
+                                           f"{pn.dir}")
+        if pn.node.dataset:
+            tags.update({"raykd.dataset_node": pn.node.dataset, "raykd.dataset_run_id": outcomes[pn.node.dataset].run_id or "",
+                         "raykd.dataset_hash": plan[pn.node.dataset].hash})
         init = pn.node.init
         if init:
             tags.update({"raykd.init_node": init, "raykd.init_run_id": outcomes[init].run_id or "",
@@ -124,6 +134,8 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
             name=name, hash=pn.hash, node=pn.node, out_dir=str(pn.dir),
             teacher_path=str(plan[teacher].dir / "final.pt") if teacher else None,
             init_path=str(plan[init].dir / "final.pt") if init else None,
+            member_paths={m: str(plan[m].dir / "final.pt") for m in pn.node.members} or None,
+            dataset_path=str(plan[pn.node.dataset].dir / PACKAGES) if pn.node.dataset else None,
             data_cache=str(storage / "data_cache"), tracking_uri=uri, run_id=run_id,
         )
 
@@ -174,12 +186,15 @@ class _Events:
                 curve = accuracy_curve(history, o.plan.dir / "accuracy.png", title=f"{name} ({o.plan.node.model}, {o.plan.node.method.name})")
                 t.log_artifact(o.run_id, curve)
             t.log_artifact(o.run_id, o.plan.dir / "config.yaml")
-            t.log_artifact(o.run_id, store.final, "checkpoint")
+            if store.final.is_file():
+                t.log_artifact(o.run_id, store.final, "checkpoint")
             t.finish(o.run_id, True)
         finally:
             store.write_result(o.result)  # the node is finished even if tracking hiccuped
         o.status = "trained"
-        self.log(f"raykd: node '{name}' finished in {o.seconds:.0f}s: test top-1 {result['test/top1']:.2f}%")
+        outcome = f"test top-1 {result['test/top1']:.2f}%" if "test/top1" in result else \
+            ", ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in result.items() if isinstance(v, float))
+        self.log(f"raykd: node '{name}' finished in {o.seconds:.0f}s: {outcome}")
 
     def on_fail(self, name: str, error: BaseException) -> None:
         o = self.outcomes[name]
@@ -221,6 +236,7 @@ def _node_params(pn: PlanNode) -> dict[str, Any]:
     n = pn.node
     return {
         "model": n.model, "model_kwargs": n.model_kwargs or "{}", "teacher": n.teacher or "",
+        **({"members": ",".join(n.members)} if n.members else {}),
         "method": n.method.model_dump(mode="json"), "train": n.train.model_dump(mode="json"),
         "data": n.data.model_dump(mode="json"), "resources": n.resources.model_dump(mode="json"),
     }

@@ -14,6 +14,7 @@ from typing import Any
 from raykd.engine.trainer import FINAL
 
 RESULT = "result.json"
+PACKAGES = "packages.pt"  # what a packages node produces instead of a student
 RUN = "run.json"
 
 
@@ -26,7 +27,7 @@ class NodeStore:
         return self.path / FINAL
 
     def done(self) -> bool:
-        return (self.path / RESULT).is_file() and self.final.is_file()
+        return (self.path / RESULT).is_file() and (self.final.is_file() or (self.path / PACKAGES).is_file())
 
     def result(self) -> dict[str, Any]:
         return json.loads((self.path / RESULT).read_text())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from raykd.pipeline.run import PipelineResult
 
-COLUMNS = ("node", "method", "model", "teacher", "params", "test top-1 (last)", "test top-1 (best val)",
-           "seconds", "status", "MLflow run")
+COLUMNS = ("node", "method", "model", "from", "params", "test top-1 (last)", "test top-1 (best val)",
+           "ms/input", "seconds", "status", "MLflow run")
 
 
 def rows(result: PipelineResult) -> list[tuple[str, ...]]:
@@ -13,10 +13,14 @@ def rows(result: PipelineResult) -> list[tuple[str, ...]]:
     for name, o in result.nodes.items():
         r = o.result
         pct = (lambda k: f"{r[k]:.2f}" if k in r else "-")
+        node = o.plan.node
+        source = node.teacher or ("+".join(node.members) if node.members else "-")
         out.append((
-            name, o.plan.node.method.name, o.plan.node.model, o.plan.node.teacher or "-",
+            name, node.method.name + (f" ({node.method.substage})" if hasattr(node.method, "substage") else ""),
+            node.model, source,
             f"{r['params'] / 1e6:.3f}M" if "params" in r else "-",
             pct("test/top1"), pct("best/test_top1"),
+            f"{r['latency_ms']:.2f}" if "latency_ms" in r else "-",
             f"{r.get('seconds', o.seconds):.0f}" if r or o.seconds else "-",
             o.status, o.run_id or "-",
         ))

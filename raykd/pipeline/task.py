@@ -29,10 +29,22 @@ class NodeTask:
     tracking_uri: str | None
     run_id: str | None
     init_path: str | None = None
+    member_paths: dict[str, str] | None = None  # an integration node's members' final.pt files
+    dataset_path: str | None = None  # the packages.pt this node trains on
 
 
 def run_task(task: NodeTask, rank: int = 0, world_size: int = 1, device: torch.device | None = None,
              log=print) -> dict[str, Any]:
+    if task.node.integrates:
+        from raykd.integrate import run_integration
+
+        return run_integration(task.node, task.member_paths or {}, Path(task.out_dir),
+                               device or pick_device(task.node.train.device), Path(task.data_cache), log=log)
+    if task.node.builds_packages:
+        from raykd.data.package_node import run_packages
+
+        return run_packages(task.node, Path(task.teacher_path), Path(task.out_dir),
+                            device or pick_device(task.node.train.device), Path(task.data_cache), log=log)
     logger = MetricLogger(task.tracking_uri, task.run_id) if task.run_id and rank == 0 else None
     ctx = RunContext(
         out_dir=Path(task.out_dir),
@@ -41,6 +53,7 @@ def run_task(task: NodeTask, rank: int = 0, world_size: int = 1, device: torch.d
         world_size=world_size,
         teacher_path=Path(task.teacher_path) if task.teacher_path else None,
         init_path=Path(task.init_path) if task.init_path else None,
+        dataset_path=Path(task.dataset_path) if task.dataset_path else None,
         data_cache=Path(task.data_cache),
         on_epoch=(lambda epoch, metrics: logger.log_metrics(metrics, epoch)) if logger else None,
         log=log,
