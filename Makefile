@@ -25,6 +25,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/step_overhead.py
+	$(PY) bench/skd.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -274,7 +274,8 @@ def build_experiment(raw: dict[str, Any], overrides=(), source: str | None = Non
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
-    """Set `a.b.c=value` in the raw dict; the value is parsed as YAML (`3`, `0.1`, `[1, 2]`)."""
+    """Set `a.b.c=value` in the raw dict; the value is parsed as YAML (`3`, `0.1`, `[1, 2]`);
+    `null` removes the key, as `key: null` does over a base file."""
     key, sep, value = item.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override '{item}' must look like 'section.key=value' (e.g. train.epochs=3).")
@@ -292,7 +293,10 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
             where = ".".join(parts[: i + 1])
             raise ConfigError(f"override '{item}': '{where}' is a value, not a section, so it has no key '{parts[i + 1]}'.")
         node = child
-    node[parts[-1]] = parsed
+    if parsed is None:
+        node.pop(parts[-1], None)  # `key=null` drops the key (back to its default; a node is removed)
+    else:
+        node[parts[-1]] = parsed
 
 
 def _resolve_nodes(cfg: ExperimentConfig, raw: dict[str, Any], source: str | None) -> dict[str, ResolvedNode]:

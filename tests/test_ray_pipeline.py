@@ -22,24 +22,36 @@ def local_ray():
     ray.shutdown()
 
 
-def test_independent_nodes_run_concurrently_and_students_follow_teachers(tiny_raw):
+def test_skd_branches_run_concurrently_and_cascade_links_follow_their_teachers(tiny_raw):
+    raw = copy.deepcopy(tiny_raw)
+    raw["resources"] = {"cpus_per_worker": 0.5}  # three branches share the 2 CPUs
+    raw["nodes"] = {
+        "teacher": {"model": "resnet8", "resources": {"cpus_per_worker": 2}},
+        "response": {"cascade": ["resnet8", "resnet8"], "teacher": "teacher", "method": {"name": "skd"}},
+        "feature": {"cascade": ["resnet8"], "teacher": "teacher", "method": {"name": "skd", "substage": "feature"}},
+        "relation": {"cascade": ["resnet8"], "teacher": "teacher", "method": {"name": "skd", "substage": "relation"}},
+        "skd": {"members": ["response", "feature", "relation"], "method": {"name": "ensemble"}},
+    }
+    raw["final"] = "skd"
     logs = []
-    result = run_pipeline(build_experiment(tiny_raw), executor="ray", log=logs.append)
+    result = run_pipeline(build_experiment(raw), executor="ray", log=logs.append)
     assert result.ok, [o.error for o in result.nodes.values()]
-    events = [line for line in logs if line.startswith("raykd: node")]
-    pos = {line.split("'")[1] + (" started" if "started" in line else " finished"): i
-           for i, line in enumerate(events) if "started" in line or "finished" in line}
-    # teacher and vanilla share the 2 CPUs: both launched before either finished
-    assert max(pos["teacher started"], pos["vanilla started"]) < min(pos["teacher finished"], pos["vanilla finished"])
-    assert pos["kd started"] > pos["teacher finished"]
     client = MlflowClient(result.tracking_uri)
-    for name, o in result.nodes.items():
-        run = client.get_run(o.run_id)
+    runs = {name: client.get_run(o.run_id) for name, o in result.nodes.items()}
+    span = {n: (r.info.start_time, r.info.end_time) for n, r in runs.items()}
+    branches = ("response.1", "feature", "relation")
+    assert max(span[b][0] for b in branches) < min(span[b][1] for b in branches), "the branches overlap in time"
+    assert span["response"][0] >= span["response.1"][1], "link 2 waits for link 1, its teacher"
+    assert runs["response"].data.tags["raykd.teacher_run_id"] == result.nodes["response.1"].run_id
+    assert span["skd"][0] >= max(span[b][1] for b in ("response", "feature", "relation"))
+    for name, run in runs.items():
         assert run.info.status == "FINISHED" and run.data.tags["raykd.node"] == name
-        assert [m.step for m in client.get_metric_history(o.run_id, "val/top1")] == [1, 2], "workers logged live"
-    assert result.registered == ("tiny-kd", 1)
-    kd = client.get_run(result.nodes["kd"].run_id).data.metrics
-    assert 0 < kd["ray/startup_seconds"] < kd["wall_seconds"] and kd["ray/teardown_seconds"] >= 0
+        if name != "skd":
+            assert [m.step for m in client.get_metric_history(run.info.run_id, "val/top1")] == [1, 2], "workers logged live"
+    assert runs["skd"].data.metrics["params"] == 3 * runs["feature"].data.metrics["params"]
+    assert result.registered == ("tiny-skd", 1)
+    feature = runs["feature"].data.metrics
+    assert 0 < feature["ray/startup_seconds"] < feature["wall_seconds"] and feature["ray/teardown_seconds"] >= 0
 
 
 def test_ddp_node_with_two_workers(tiny_raw):
