@@ -11,12 +11,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from raykd.methods.base import Distiller, MethodConfig, ce_loss
+from raykd.methods.base import Distiller, ce_loss
 from raykd.methods.registry import register_method
-from raykd.methods.skd_terms import FeatureTerm, RelationTerm, ResponseTerm, check_top_k
+from raykd.methods.skd_terms import FeatureTerm, RelationTerm, ResponseTerm, SubstageConfig, check_top_k
 
 
-class RSKDConfig(MethodConfig):
+class RSKDConfig(SubstageConfig):
     name: Literal["rskd"] = "rskd"
     backbone: Literal["response", "feature", "relation"] = "response"
     aux_weight: float = Field(0.5, ge=0)
@@ -24,13 +24,6 @@ class RSKDConfig(MethodConfig):
     eta: float | None = Field(None, ge=0)
     xi: float | None = Field(None, ge=0)
     tau: float | None = Field(None, ge=0)
-    temperature: float = Field(4.0, gt=0)
-    kd_weight: float = Field(0.9, ge=0)
-    at_weight: float = Field(200.0, ge=0)
-    df_weight: float = Field(300.0, ge=0)
-    top_k: int = Field(8, gt=0)
-    fsp_weight: float = Field(0.9, ge=0)
-    ce_weight: float = Field(1.0, ge=0)
 
     def substage_weights(self) -> dict[str, float]:
         """eta, xi, tau after the backbone rule, the explicit values and the dagger switch."""

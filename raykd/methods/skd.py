@@ -10,23 +10,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
-
-from raykd.methods.base import Distiller, MethodConfig, ce_loss
+from raykd.methods.base import Distiller, ce_loss
 from raykd.methods.registry import register_method
-from raykd.methods.skd_terms import FeatureTerm, RelationTerm, ResponseTerm, check_top_k
+from raykd.methods.skd_terms import FeatureTerm, RelationTerm, ResponseTerm, SubstageConfig, check_top_k
 
 
-class SKDConfig(MethodConfig):
+class SKDConfig(SubstageConfig):
     name: Literal["skd"] = "skd"
     substage: Literal["response", "feature", "relation"] = "response"
-    temperature: float = Field(4.0, gt=0)
-    kd_weight: float = Field(0.9, ge=0)  # lambda
-    at_weight: float = Field(200.0, ge=0)  # alpha
-    df_weight: float = Field(300.0, ge=0)  # beta
-    top_k: int = Field(8, gt=0)  # K
-    fsp_weight: float = Field(0.9, ge=0)  # gamma
-    ce_weight: float = Field(1.0, ge=0)
 
 
 @register_method

@@ -8,10 +8,24 @@ therefore on the method, never on the exported student.
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from raykd.losses import at_loss, df_loss, fsp_loss, kd_loss
+from raykd.methods.base import MethodConfig
 from raykd.methods.connectors import conv_bn, stage_pairs
+
+
+class SubstageConfig(MethodConfig):
+    """The substage terms' own settings, shared by `skd` and `rskd` (paper symbols in comments)."""
+
+    temperature: float = Field(4.0, gt=0)  # T
+    kd_weight: float = Field(0.9, ge=0)  # lambda
+    at_weight: float = Field(200.0, ge=0)  # alpha
+    df_weight: float = Field(300.0, ge=0)  # beta
+    top_k: int = Field(8, gt=0)  # K
+    fsp_weight: float = Field(0.9, ge=0)  # gamma
+    ce_weight: float = Field(1.0, ge=0)
 
 
 class ResponseTerm(nn.Module):
