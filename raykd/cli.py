@@ -107,6 +107,11 @@ def cmd_eval(args) -> int:
     data = load_data(cfg, Path(args.checkpoint).resolve().parents[2] / "data_cache")
     if data.num_classes != meta["num_classes"]:
         raise RaykdError(f"'{args.checkpoint}' predicts {meta['num_classes']} classes but {cfg.name} has {data.num_classes}.")
+    if bool(meta.get("video")) != data.is_video:
+        kind = "clips" if meta.get("video") else "images"
+        raise RaykdError(f"'{args.checkpoint}' classifies {kind} but {cfg.name} holds "
+                         f"{'clips' if data.is_video else 'images'}; choose a {kind} dataset with --data "
+                         f"({'digits_video, ucf101' if meta.get('video') else 'digits, cifar10, ...'}).")
     split = data.test if args.split == "test" else data.val
     loader = DeviceLoader(split, cfg.eval_batch_size, device, tuple(meta["mean"]), tuple(meta["std"]), train=False)
     with torch.no_grad():

@@ -491,23 +491,31 @@ def _integrated_model(node: NodeConfig, nodes: dict[str, NodeConfig], method: st
 
 def _check_models(resolved: dict[str, ResolvedNode]) -> list[str]:
     """Method checks that need the two architectures (e.g. DF's top-K against the teacher's channels),
-    on shape-only `meta` models so nothing is allocated."""
+    on shape-only `meta` models so nothing is allocated; each architecture is built once."""
+    import json
+
     import torch
 
     from raykd import methods, models
+
+    built: dict[str, Any] = {}
+
+    def meta_model(node: ResolvedNode):
+        key = json.dumps([node.model, node.model_kwargs], sort_keys=True, default=str)
+        if key not in built:
+            with torch.device("meta"):
+                built[key] = models.create(node.model, 10, **node.model_kwargs)
+        return built[key]
 
     problems = []
     for name, node in resolved.items():
         if node.integrates or node.builds_packages or node.teacher is None:
             continue
-        check = getattr(methods.get_method(node.method.name), "check_models", None)
+        method = methods.get_method(node.method.name)
         teacher = resolved[node.teacher]
-        if check is None or teacher.integrates or teacher.builds_packages:
-            continue
-        with torch.device("meta"):
-            s = models.create(node.model, 10, **node.model_kwargs)
-            t = models.create(teacher.model, 10, **teacher.model_kwargs)
-        message = check(node.method, s, t)
+        if method.check_models is methods.Distiller.check_models or teacher.integrates or teacher.builds_packages:
+            continue  # the method checks nothing, or the teacher has no feature stages to check against
+        message = method.check_models(node.method, meta_model(node), meta_model(teacher))
         if message:
             problems.append(f"nodes.{name}.method: {message}")
     return problems
