@@ -265,7 +265,7 @@ def test_every_preset_validates_and_plans():
     pairs = set()
     for p in presets:
         plan = make_plan(load_experiment(p))
-        if p.parent.parent == REPO / "conf" and p.parent.name == "cifar100" and "teacher" in plan:
+        if p.parent.parent == REPO / "conf" / "cifar100" and "teacher" in plan:
             pairs.add((plan["teacher"].node.model, plan["student"].node.model))
             assert plan["student"].node.data.name == "cifar100"
     assert ("resnet32x4", "resnet8x4") in pairs and ("vgg13", "mobilenetv2") in pairs
