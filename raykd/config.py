@@ -489,23 +489,24 @@ def _integrated_model(node: NodeConfig, nodes: dict[str, NodeConfig], method: st
     return first.model if first is not None and first.model else "weight_average"
 
 
+_META_MODELS: dict[str, Any] = {}
+
+
 def _check_models(resolved: dict[str, ResolvedNode]) -> list[str]:
     """Method checks that need the two architectures (e.g. DF's top-K against the teacher's channels),
-    on shape-only `meta` models so nothing is allocated; each architecture is built once."""
+    on shape-only `meta` models so nothing is allocated; each architecture is built once a process."""
     import json
 
     import torch
 
     from raykd import methods, models
 
-    built: dict[str, Any] = {}
-
     def meta_model(node: ResolvedNode):
         key = json.dumps([node.model, node.model_kwargs], sort_keys=True, default=str)
-        if key not in built:
+        if key not in _META_MODELS:
             with torch.device("meta"):
-                built[key] = models.create(node.model, 10, **node.model_kwargs)
-        return built[key]
+                _META_MODELS[key] = models.create(node.model, 10, **node.model_kwargs)
+        return _META_MODELS[key]
 
     problems = []
     for name, node in resolved.items():

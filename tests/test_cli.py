@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -105,10 +106,17 @@ def test_killed_run_resumes_without_retraining_finished_nodes(tmp_path):
     assert client.get_run(kd_run).info.status == "FINISHED"
 
 
-def test_eval_reports_the_trained_accuracy(tmp_path):
-    path = _config(tmp_path, kd_epochs=1)
-    r = raykd("run", str(path), "--executor", "local", cwd=tmp_path)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One finished teacher + kd pipeline (a local store) that the eval and ui tests both read."""
+    tmp_path = tmp_path_factory.mktemp("trained")
+    r = raykd("run", str(_config(tmp_path, kd_epochs=1)), "--executor", "local", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
+    return tmp_path
+
+
+def test_eval_reports_the_trained_accuracy(trained):
+    tmp_path = trained
     kd_dir = next((tmp_path / "runs" / "nodes").glob("kd-*"))
     expected = json.loads((kd_dir / "result.json").read_text())["test/top1"]
     r = raykd("eval", str(kd_dir / "final.pt"), cwd=tmp_path)
@@ -118,13 +126,12 @@ def test_eval_reports_the_trained_accuracy(tmp_path):
     assert r.returncode == 2 and "student file not found" in r.stderr
 
 
-def test_ui_serves_the_local_store(tmp_path):
+def test_ui_serves_the_local_store(trained):
     import urllib.request
 
     from conftest import free_port
 
-    path = _config(tmp_path, kd_epochs=1)
-    assert raykd("run", str(path), "--executor", "local", cwd=tmp_path).returncode == 0
+    tmp_path = trained
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "raykd.cli", "ui", "--storage", str(tmp_path / "runs"),
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

@@ -92,43 +92,15 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
                 tracker.adopt_if_orphaned(result["run_id"], parent_id)
             log(f"raykd: node '{name}' is cached ({pn.dir.name}); not retraining")
             continue
-        teacher = pn.node.teacher
-        teacher_run = outcomes[teacher].run_id if teacher else None
-        tags = {
-            "raykd.pipeline": exp.name, "raykd.node": name, "raykd.node_hash": pn.hash,
-            "raykd.method": pn.node.method.name, "raykd.model": pn.node.model,
-            "raykd.seed": str(pn.node.train.seed), "raykd.parents": ",".join(pn.parents),
-            "raykd.node_dir": str(pn.dir), "mlflow.runName": name, **source,
-            "mlflow.note.content": f"{pn.node.model} trained with {pn.node.method.name}"
-                                   + (f" from teacher node '{teacher}' (run {teacher_run})" if teacher else "")
-                                   + f"; node folder {pn.dir}",
-        }
-        if teacher:
-            tags.update({"raykd.teacher_node": teacher, "raykd.teacher_run_id": teacher_run or "",
-                         "raykd.teacher_hash": plan[teacher].hash})
-        if pn.node.branch:
-            tags.update({"raykd.branch": pn.node.branch, "raykd.cascade_level": str(pn.node.level)})
-        if pn.node.members:
-            tags.update({"raykd.members": ",".join(pn.node.members),
-                         "raykd.member_run_ids": ",".join(outcomes[m].run_id or "" for m in pn.node.members)})
-            tags["mlflow.note.content"] = (f"{pn.node.method.name} of {', '.join(pn.node.members)}; node folder "
-                                           f"{pn.dir}")
-        if pn.node.dataset:
-            tags.update({"raykd.dataset_node": pn.node.dataset, "raykd.dataset_run_id": outcomes[pn.node.dataset].run_id or "",
-                         "raykd.dataset_hash": plan[pn.node.dataset].hash})
-        init = pn.node.init
-        if init:
-            tags.update({"raykd.init_node": init, "raykd.init_run_id": outcomes[init].run_id or "",
-                         "raykd.init_hash": plan[init].hash})
+        teacher, init = pn.node.teacher, pn.node.init
         run_id = store.run_id()
         if run_id and tracker.reattach(run_id, parent_id):
-            tracker.set_tags(run_id, tags)
+            tracker.set_tags(run_id, _node_tags(name, plan, outcomes, exp, source))
+            tracker.set_tags(parent_id, {f"raykd.node.{name}.run_id": run_id})
             log(f"raykd: node '{name}' resumes (run {run_id})")
         else:
-            run_id = tracker.create_child(parent_id, name, tags, _node_params(pn))
-        store.write_run_id(run_id, uri)
+            run_id = None  # opened when the node starts, so its MLflow start time is the real one
         store.write_text("config.yaml", _node_yaml(pn))
-        tracker.set_tags(parent_id, {f"raykd.node.{name}.run_id": run_id})
         outcomes[name] = NodeOutcome(name, pn, "pending", run_id=run_id)
         tasks[name] = NodeTask(
             name=name, hash=pn.hash, node=pn.node, out_dir=str(pn.dir),
@@ -139,7 +111,19 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
             data_cache=str(storage / "data_cache"), tracking_uri=uri, run_id=run_id,
         )
 
-    events = _Events(tracker, outcomes, log)
+    def open_run(name: str) -> str:
+        """The node's MLflow run, created as it starts (its parents' run ids are known by then)."""
+        o = outcomes[name]
+        if o.run_id is None:
+            o.run_id = tracker.create_child(parent_id, name, _node_tags(name, plan, outcomes, exp, source),
+                                            _node_params(o.plan))
+            NodeStore(o.plan.dir).write_run_id(o.run_id, uri)
+            tracker.set_tags(parent_id, {f"raykd.node.{name}.run_id": o.run_id})
+            if name in tasks:
+                tasks[name].run_id = o.run_id
+        return o.run_id
+
+    events = _Events(tracker, outcomes, log, open_run)
     parents = {name: pn.parents for name, pn in plan.items()}
     ok = False
     try:
@@ -162,11 +146,12 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
 
 
 class _Events:
-    def __init__(self, tracker: Tracker, outcomes: dict[str, NodeOutcome], log):
-        self.tracker, self.outcomes, self.log = tracker, outcomes, log
+    def __init__(self, tracker: Tracker, outcomes: dict[str, NodeOutcome], log, open_run):
+        self.tracker, self.outcomes, self.log, self.open_run = tracker, outcomes, log, open_run
         self.started: dict[str, float] = {}
 
     def on_start(self, name: str) -> None:
+        self.open_run(name)
         self.started[name] = time.time()
         self.outcomes[name].status = "running"
         self.log(f"raykd: node '{name}' started")
@@ -201,10 +186,41 @@ class _Events:
         skipped = str(error).startswith("skipped:")
         o.status = "skipped" if skipped else "failed"
         o.error = str(error)
+        self.open_run(name)  # a skipped node gets its (killed) run too, so MLflow shows why
         if o.run_id:
             self.tracker.client.set_tag(o.run_id, "raykd.error", str(error)[:5000])
             self.tracker.client.set_terminated(o.run_id, "KILLED" if skipped else "FAILED")
         self.log(f"raykd: node '{name}' {o.status}: {error}")
+
+
+def _node_tags(name: str, plan, outcomes: dict[str, NodeOutcome], exp: Experiment, source: dict[str, str]) -> dict[str, str]:
+    """Lineage tags of a node's run: its config's identity and its parents' nodes, hashes and runs."""
+    pn = plan[name]
+    teacher = pn.node.teacher
+    teacher_run = outcomes[teacher].run_id if teacher else None
+    tags = {
+        "raykd.pipeline": exp.name, "raykd.node": name, "raykd.node_hash": pn.hash,
+        "raykd.method": pn.node.method.name, "raykd.model": pn.node.model,
+        "raykd.seed": str(pn.node.train.seed), "raykd.parents": ",".join(pn.parents),
+        "raykd.node_dir": str(pn.dir), "mlflow.runName": name, **source,
+        "mlflow.note.content": f"{pn.node.model} trained with {pn.node.method.name}"
+                               + (f" from teacher node '{teacher}' (run {teacher_run})" if teacher else "")
+                               + f"; node folder {pn.dir}",
+    }
+    if teacher:
+        tags.update({"raykd.teacher_node": teacher, "raykd.teacher_run_id": teacher_run or "",
+                     "raykd.teacher_hash": plan[teacher].hash})
+    if pn.node.branch:
+        tags.update({"raykd.branch": pn.node.branch, "raykd.cascade_level": str(pn.node.level)})
+    if pn.node.members:
+        tags.update({"raykd.members": ",".join(pn.node.members),
+                     "raykd.member_run_ids": ",".join(outcomes[m].run_id or "" for m in pn.node.members)})
+        tags["mlflow.note.content"] = f"{pn.node.method.name} of {', '.join(pn.node.members)}; node folder {pn.dir}"
+    for role, parent in (("dataset", pn.node.dataset), ("init", pn.node.init)):
+        if parent:
+            tags.update({f"raykd.{role}_node": parent, f"raykd.{role}_run_id": outcomes[parent].run_id or "",
+                         f"raykd.{role}_hash": plan[parent].hash})
+    return tags
 
 
 def _register(tracker: Tracker, exp: Experiment, final: NodeOutcome, log) -> tuple[str, int] | None:
