@@ -169,21 +169,27 @@ def cmd_ui(args) -> int:
             break
         except OSError:
             time.sleep(0.5)
-    print(f"raykd: MLflow UI for {db} at {url}  (Ctrl-C to stop)", flush=True)
     try:
-        from mlflow.tracking import MlflowClient
+        print(f"raykd: MLflow UI for {db} at {url}  (Ctrl-C to stop)", flush=True)
+        try:  # links to each experiment, asked of the server itself (no mlflow import here)
+            import json
 
-        for e in MlflowClient(f"sqlite:///{db.as_posix()}").search_experiments():
-            if e.name != "Default":
-                print(f"  {e.name}: {url}/#/experiments/{e.experiment_id}/runs", flush=True)
-    except Exception:
-        pass  # the links are a convenience; the server is what matters
-    try:
+            with urllib.request.urlopen(url + "/api/2.0/mlflow/experiments/search?max_results=100", timeout=5) as r:
+                for e in json.load(r).get("experiments", []):
+                    if e["name"] != "Default":
+                        print(f"  {e['name']}: {url}/#/experiments/{e['experiment_id']}/runs", flush=True)
+        except Exception:
+            pass  # the links are a convenience; the server is what matters
         return proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=15)
         return 0
+    finally:  # Ctrl-C at any moment stops the server too, and never waits on it forever
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 if __name__ == "__main__":
