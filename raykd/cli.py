@@ -156,6 +156,15 @@ def cmd_ui(args) -> int:
     db = Path(args.storage).expanduser().resolve() / "mlflow.db"
     if not db.is_file():
         raise RaykdError(f"no MLflow store at '{db}': run a pipeline first, or pass --storage PATH.")
+    import signal
+
+    # Ctrl-C (or a SIGTERM) stops the UI even where the shell started us with SIGINT ignored
+    # (a background job of a script), so the server below is never left running.
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db.as_posix()}",
            "--host", args.host, "--port", str(args.port)]
