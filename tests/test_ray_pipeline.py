@@ -25,21 +25,25 @@ def local_ray():
 def test_skd_branches_run_concurrently_and_a_failing_node_only_stops_its_descendants(tiny_raw):
     """One pipeline on a real 2-CPU Ray: SKD's branches overlap in time, the ensemble follows them,
     and a node that diverges fails with its message intact while its child is skipped. (The cascade
-    wiring itself is tested in-process in test_skd.py.)"""
+    wiring itself is tested in-process in test_skd.py; the teacher cached across executors.)"""
     raw = copy.deepcopy(tiny_raw)
-    raw["resources"] = {"cpus_per_worker": 0.5}  # three branches (and the broken node) share the 2 CPUs
+    raw["resources"] = {"cpus_per_worker": 0.5}  # the three branches share the 2 CPUs
     branch = lambda sub: {"cascade": ["resnet8"], "teacher": "teacher", "method": {"name": "skd", "substage": sub}}  # noqa: E731
     raw["nodes"] = {
         "teacher": {"model": "resnet8", "resources": {"cpus_per_worker": 2}},
         "response": branch("response"), "feature": branch("feature"), "relation": branch("relation"),
         "skd": {"members": ["response", "feature", "relation"], "method": {"name": "ensemble"}},
-        "broken": {"model": "resnet8", "train": {"optimizer": {"lr": 1.0e12}}},
+        # after the branches, so it does not crowd their start-up: the ensemble teaches a diverging student
+        "broken": {"model": "resnet8", "teacher": "skd", "method": {"name": "kd"}, "train": {"optimizer": {"lr": 1.0e12}}},
         "after_broken": {"model": "resnet8", "teacher": "broken", "method": {"name": "kd"}},
     }
     raw["final"] = "skd"
+    # The teacher trains in-process first (one Ray Train start-up less); the Ray run finds it cached.
+    teacher_only = dict(copy.deepcopy(raw), nodes={"teacher": raw["nodes"]["teacher"]}, final="teacher")
+    assert run_pipeline(build_experiment(teacher_only), executor="local", log=lambda *_: None).ok
     result = run_pipeline(build_experiment(raw), executor="ray", log=lambda *_: None)
     status = {n: o.status for n, o in result.nodes.items()}
-    assert status == {"teacher": "trained", "response": "trained", "feature": "trained", "relation": "trained",
+    assert status == {"teacher": "cached", "response": "trained", "feature": "trained", "relation": "trained",
                       "skd": "trained", "broken": "failed", "after_broken": "skipped"}, result.nodes["broken"].error
     err = result.nodes["broken"].error
     assert "loss became non-finite at step" in err and "Traceback" not in err

@@ -18,11 +18,11 @@ def test_synthetic_clips_are_a_pure_function_of_seed_and_index():
     assert not torch.equal(a, make_clip(img, 6, seed=1, index=6))
     assert not torch.equal(a, make_clip(img, 6, seed=2, index=5))
     assert not torch.equal(a[0], a[-1]), "the camera moves and the light changes over the clip"
-    cfg = DataConfig(name="digits_video", frames=4, label_noise=0.3)
+    cfg = DataConfig(name="digits_video", frames=2, label_noise=0.3)
     d1, d2 = load_data(cfg), load_data(cfg)
-    assert d1.is_video and d1.train.images.shape[1:] == (4, 3, 32, 32)
+    assert d1.is_video and d1.train.images.shape[1:] == (2, 3, 32, 32)
     assert torch.equal(d1.train.images, d2.train.images) and torch.equal(d1.train.labels, d2.train.labels)
-    clean = load_data(DataConfig(name="digits_video", frames=4))
+    clean = load_data(DataConfig(name="digits_video", frames=2))
     flipped = (clean.train.labels != d1.train.labels).float().mean().item()
     assert 0.25 < flipped < 0.35, "label noise on the training split"
     assert torch.equal(clean.test.labels, d1.test.labels), "never on the test split"
