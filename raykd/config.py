@@ -150,6 +150,12 @@ class ResolvedNode(BaseModel):
     def builds_packages(self) -> bool:
         return self.method.name == "packages"
 
+    @property
+    def trains(self) -> bool:
+        """False for nodes that only evaluate finished models (integration, packages): they run as
+        one plain process, not a Train run, and have no student of their own to check."""
+        return not (self.integrates or self.builds_packages)
+
     def semantic_dict(self) -> dict[str, Any]:
         """What determines the trained weights; resources and names are left out on purpose."""
         return {
@@ -510,11 +516,11 @@ def _check_models(resolved: dict[str, ResolvedNode]) -> list[str]:
 
     problems = []
     for name, node in resolved.items():
-        if node.integrates or node.builds_packages or node.teacher is None:
+        if not node.trains or node.teacher is None:
             continue
         method = methods.get_method(node.method.name)
         teacher = resolved[node.teacher]
-        if method.check_models is methods.Distiller.check_models or teacher.integrates or teacher.builds_packages:
+        if method.check_models is methods.Distiller.check_models or not teacher.trains:
             continue  # the method checks nothing, or the teacher has no feature stages to check against
         message = method.check_models(node.method, meta_model(node), meta_model(teacher))
         if message:

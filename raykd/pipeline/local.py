@@ -15,8 +15,7 @@ class LocalExecutor:
 
     def check(self, nodes) -> None:
         """In-process runs use one worker; asking for more is a mistake worth stopping on."""
-        many = [n for n, node in nodes.items() if node.resources.workers > 1
-                and not (node.integrates or node.builds_packages)]
+        many = [n for n, node in nodes.items() if node.resources.workers > 1 and node.trains]
         if many:
             raise RaykdError(f"the local executor runs one worker per node, but {', '.join(many)} ask(s) for "
                              f"resources.workers > 1: use --executor ray for DDP.")

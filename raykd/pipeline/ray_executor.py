@@ -54,8 +54,7 @@ def worker_request(node: ResolvedNode, cluster_gpus: float) -> tuple[int, float,
         gpus = 1.0 if cluster_gpus >= 1 and node.train.device in ("auto", "cuda") else 0.0
     if node.train.device == "cpu":
         gpus = 0.0
-    single = node.integrates or node.builds_packages  # evaluation / scoring only: one process
-    return (1 if single else r.workers), r.cpus_per_worker, float(gpus)
+    return (r.workers if node.trains else 1), r.cpus_per_worker, float(gpus)
 
 
 def check_feasible(nodes: dict[str, ResolvedNode]) -> None:
@@ -212,7 +211,7 @@ class RayExecutor:
                     in_use[r] += need[name][r]
                 events.on_start(name)
                 launched[name] = time.time()
-                if task.node.integrates or task.node.builds_packages:
+                if not task.node.trains:
                     _, c, g = requests[name]
                     ref = integrate.options(name=f"raykd:{name}", num_cpus=c, num_gpus=g).remote(task, max(1, int(c)))
                 else:

@@ -119,8 +119,7 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
                                             _node_params(o.plan))
             NodeStore(o.plan.dir).write_run_id(o.run_id, uri)
             tracker.set_tags(parent_id, {f"raykd.node.{name}.run_id": o.run_id})
-            if name in tasks:
-                tasks[name].run_id = o.run_id
+            tasks[name].run_id = o.run_id  # only nodes to run are started or skipped
         return o.run_id
 
     events = _Events(tracker, outcomes, log, open_run)
