@@ -317,9 +317,7 @@ def _resolve_nodes(cfg: ExperimentConfig, raw: dict[str, Any], source: str | Non
     known_models = models.list_models()
 
     def unknown_node(name: str, key: str, ref: str) -> str:
-        close = difflib.get_close_matches(ref, list(nodes), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else f" Nodes: {', '.join(nodes)}."
-        return f"nodes.{name}.{key}: no node named '{ref}'.{hint}"
+        return _unknown_node(nodes, name, key, ref)
 
     for name, node in nodes.items():
         prefix = ("nodes", name)
@@ -336,10 +334,8 @@ def _resolve_nodes(cfg: ExperimentConfig, raw: dict[str, Any], source: str | Non
                 method_cfg = integrate.validate_integration_config(node.method, where=f"nodes.{name}.method")
             except ConfigError as e:
                 problems.append(str(e))
-            for key in ("teacher", "init", "model"):
-                if getattr(node, key) is not None:
-                    problems.append(f"nodes.{name}.{key}: an integration node (members: ...) combines finished "
-                                    f"students; it has no {key}.")
+            problems.extend(_keys_not_allowed(name, node, ("teacher", "init", "model"),
+                                              "an integration node (members: ...) combines finished students"))
             problems.extend(unknown_node(name, "members", m) for m in node.members if m not in nodes)
             if problems:
                 continue
@@ -459,6 +455,17 @@ def _expand_cascades(nodes: dict[str, NodeConfig], problems: list[str]):
     return out, lineage
 
 
+def _unknown_node(nodes, name: str, key: str, ref: str) -> str:
+    close = difflib.get_close_matches(ref, list(nodes), n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else f" Nodes: {', '.join(nodes)}."
+    return f"nodes.{name}.{key}: no node named '{ref}'.{hint}"
+
+
+def _keys_not_allowed(name: str, node: NodeConfig, keys: tuple[str, ...], why: str) -> list[str]:
+    """One message per key a node of this kind must not set."""
+    return [f"nodes.{name}.{key}: {why}; it has no {key}." for key in keys if getattr(node, key) is not None]
+
+
 def _resolve_packages(name: str, node: NodeConfig, merged: dict[str, Any], nodes, problems: list[str]):
     """A node that builds SKD video packages from its data with its teacher's scores."""
     from raykd.data.frame_generators import list_frame_generators
@@ -478,10 +485,9 @@ def _resolve_packages(name: str, node: NodeConfig, merged: dict[str, Any], nodes
     if node.teacher is None:
         problems.append(f"{where}: a packages node scores frames with a pretrained teacher; add 'teacher: <node>'.")
     elif node.teacher not in nodes:
-        problems.append(f"{where}.teacher: no node named '{node.teacher}'.")
-    for key in ("model", "init", "members", "dataset", "cascade"):
-        if getattr(node, key) is not None:
-            problems.append(f"{where}.{key}: a packages node builds a dataset; it has no {key}.")
+        problems.append(_unknown_node(nodes, name, "teacher", node.teacher))
+    problems.extend(_keys_not_allowed(name, node, ("model", "init", "members", "dataset", "cascade"),
+                                      "a packages node builds a dataset"))
     if problems or "data" not in merged:
         return None
     return ResolvedNode(name=name, model="packages", model_kwargs={}, method=cfg, teacher=node.teacher, **merged)
