@@ -60,15 +60,13 @@ def package_targets(targets: torch.Tensor, entropy: torch.Tensor) -> tuple[torch
 
 @torch.no_grad()
 def _probs(teacher, frames: torch.Tensor, mean, std, device, batch_size: int) -> torch.Tensor:
-    """Teacher softmax for uint8 frames [M, C, H, W], normalised as the teacher was trained."""
-    c = frames.shape[1]
-    m = torch.tensor(mean, device=device).view(1, c, 1, 1)
-    s = torch.tensor(std, device=device).view(1, c, 1, 1)
-    out = []
-    for i in range(0, len(frames), batch_size):
-        x = frames[i: i + batch_size].to(device).float().div_(255).sub_(m).div_(s)
-        out.append(teacher(x).logits.float().softmax(dim=1).cpu())
-    return torch.cat(out)
+    """Teacher softmax for uint8 frames [M, C, H, W], fed (and normalised as the teacher was
+    trained) by the same device loader evaluation uses."""
+    from raykd.data.loader import DeviceLoader
+
+    loader = DeviceLoader(ImageSet(frames, torch.zeros(len(frames), dtype=torch.long)), batch_size, device,
+                          tuple(mean), tuple(std), train=False)
+    return torch.cat([teacher(b["image"]).logits.float().softmax(dim=1).cpu() for b in loader])
 
 
 def make_clips(images: torch.Tensor, cfg: PackagesConfig, g: torch.Generator, score=None) -> torch.Tensor:
