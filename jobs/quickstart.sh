@@ -17,8 +17,12 @@ config=${1:-conf/quickstart.yaml}
 storage=${RAYKD_STORAGE:-$PWD/runs}
 case "$storage" in /*) ;; *) echo "RAYKD_STORAGE must be an absolute path, got '$storage'" >&2; exit 2 ;; esac
 [ -f "$config" ] || { echo "config file not found: '$config'" >&2; exit 2; }
-# Ray 2.60 clusters use token auth by default; the CLI then needs this (and ~/.ray/auth_token).
-export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
+# A cluster started with RAY_AUTH_MODE=token (Ray 2.59+ local clusters default to it) needs the CLI in
+# token mode too; a `ray start` cluster without it rejects nothing. So: token mode whenever a token is
+# at hand (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token), unless RAY_AUTH_MODE says otherwise.
+if [ -z "${RAY_AUTH_MODE:-}" ] && { [ -n "${RAY_AUTH_TOKEN:-}" ] || [ -n "${RAY_AUTH_TOKEN_PATH:-}" ] || [ -f "$HOME/.ray/auth_token" ]; }; then
+  export RAY_AUTH_MODE=token
+fi
 
 env_vars="\"RAY_TRAIN_ENABLE_PRINT_PATCH\": \"0\", \"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S\": \"0.5\", \"RAY_COLOR_PREFIX\": \"0\", \"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER\": \"0\""
 if [ -n "${MLFLOW_TRACKING_URI:-}" ]; then
