@@ -46,7 +46,8 @@ def test_unknown_model_suggests():
         models.create("resnet9", 10)
 
 
-IMAGENET = {"resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2", "shufflenet_v2_x1_0", "mobilenet_v1"}
+IMAGENET = {"resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2", "shufflenet_v2_x1_0", "mobilenet_v1",
+            "vgg16_bn"}
 # Linear-bottleneck taps have no activation of their own: features and pre_features coincide.
 LINEAR_TAPS = {"mobilenetv2", "mobilenet_v2"}
 
@@ -61,6 +62,8 @@ def _deepest_stride(name):
         return 32
     if name == "mobilenetv2":
         return 16
+    if name in ("vgg11_dtskd", "vgg16_dtskd"):
+        return 32  # the DTSKD code's VGG pools after every stage
     if name.startswith(("resnet", "wrn")):
         return 4
     return 8  # vgg, shufflev1/v2, the 4-stage CIFAR ResNets
@@ -139,7 +142,14 @@ EXACT_100 = {
     "vgg8": 3_965_028, "vgg11": 9_277_284, "vgg13": 9_462_180, "vgg16": 14_774_436, "vgg19": 20_086_692,
     "mobilenetv2": 812_836, "shufflev1": 949_258, "shufflev2": 1_355_528,
     "cifar_resnet18": 11_220_132, "cifar_resnet34": 21_328_292, "cifar_resnet50": 23_705_252,
+    "cifar_resnet101": 42_697_380,
 }
+# The DTSKD paper's CIFAR backbones at 100 classes, from its official code (github.com/zhengli97/DTSKD,
+# commit f546b47): each model instantiated with num_classes=100 and its parameters counted, the
+# auxiliary-branch modules (laterals, upsample, fuse_*, fc_b*, up_conv) left out; SENet-34 is
+# models/senet.py's seresnet34. cifar_resnet18 is the official ResNet-18 backbone layer for layer.
+DTSKD_OFFICIAL_100 = {"cifar_resnet18": 11_220_132, "resnext18_dtskd": 22_209_444, "vgg16_dtskd": 15_299_748,
+                      "shufflev2_dtskd": 1_360_896, "seresnet34_dtskd": 21_498_000}
 PUBLISHED_100_M = {"wrn_16_2": 0.70, "wrn_40_1": 0.57, "wrn_40_2": 2.26, "vgg13": 9.46,
                    "mobilenetv2": 0.81, "shufflev1": 0.95, "shufflev2": 1.36, "cifar_resnet18": 11.22,
                    "cifar_resnet50": 23.71}
@@ -151,6 +161,20 @@ def test_exact_counts_of_the_cifar_zoo(name):
     assert n == EXACT_100[name]
     if name in PUBLISHED_100_M:
         assert round(n / 1e6, 2) == PUBLISHED_100_M[name]
+
+
+@pytest.mark.parametrize("name", sorted(DTSKD_OFFICIAL_100))
+def test_dtskd_backbones_have_the_official_counts(name):
+    assert models.count_parameters(models.create(name, 100)) == DTSKD_OFFICIAL_100[name]
+
+
+def test_vgg11_dtskd_by_hand():
+    # not in the official code: its VGG layout (stem, four pooled stages, 512-512-C MLP) at VGG-11 widths
+    conv = lambda cin, cout: cin * cout * 9 + cout + 2 * cout  # conv with bias, BN  # noqa: E731
+    widths = [64, 128, 256, 256, 512, 512, 512, 512]
+    total = sum(conv(a, b) for a, b in zip([3] + widths[:-1], widths))
+    total += 512 * 512 + 512 + 512 * 512 + 512 + 512 * 100 + 100
+    assert models.count_parameters(models.create("vgg11_dtskd", 100)) == total == 9_802_596
 
 
 def wrn_param_count(depth, widen, num_classes):
@@ -184,7 +208,7 @@ def test_se_resnets_add_exactly_the_squeeze_excitation_weights():
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2",
-                                  "shufflenet_v2_x1_0"])
+                                  "shufflenet_v2_x1_0", "vgg16_bn"])
 def test_imagenet_wrappers_are_torchvision_parameter_for_parameter(name):
     import torchvision
 

@@ -5,9 +5,12 @@ from raykd.models import (  # noqa: F401  (each module registers its models)
     cifar_resnet4,
     mobilenet_v1,
     mobilenetv2,
+    seresnet_dtskd,
     shufflenet,
+    shufflenetv2_dtskd,
     torchvision_models,
     vgg,
+    vgg_dtskd,
     wrn,
 )
 from raykd.models.output import ModelOutput

@@ -1,6 +1,7 @@
-"""Four-stage CIFAR ResNets (ResNet-18/34/50 with a 3x3 stride-1 stem and no max-pool), the backbones of
-the PS-KD, CS-KD, BYOT and DTSKD tables (RepDistiller's resnetv2 layout), and their SE variants
-(squeeze-and-excitation on each residual branch, reduction 16, Hu et al. 2018)."""
+"""Four-stage CIFAR ResNets (ResNet-18/34/50/101 with a 3x3 stride-1 stem and no max-pool), the backbones of
+the PS-KD, CS-KD, BYOT and DTSKD tables (RepDistiller's resnetv2 layout), their SE variants
+(squeeze-and-excitation on each residual branch, reduction 16, Hu et al. 2018), and DTSKD's "ResNeXt-18"
+(its official models/resnext2_dtskd.py: no grouped convolutions; each block's first conv doubles the width)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,16 @@ class Basic(nn.Module):
         if self.se is not None:
             out = self.se(out)
         return out + (x if self.shortcut is None else self.shortcut(x))
+
+
+class DoubledBasic(Basic):
+    """The DTSKD code's ResNeXt block: conv3x3 to 2x planes, conv3x3 back to planes (no groups)."""
+
+    def __init__(self, cin: int, planes: int, stride: int, se: bool):
+        super().__init__(cin, planes, stride, se)
+        self.conv1 = nn.Conv2d(cin, 2 * planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(2 * planes)
+        self.conv2 = nn.Conv2d(2 * planes, planes, 3, 1, 1, bias=False)
 
 
 class Bottleneck(nn.Module):
@@ -108,6 +119,8 @@ _SPECS = {
     "cifar_resnet18": (Basic, (2, 2, 2, 2), False),
     "cifar_resnet34": (Basic, (3, 4, 6, 3), False),
     "cifar_resnet50": (Bottleneck, (3, 4, 6, 3), False),
+    "cifar_resnet101": (Bottleneck, (3, 4, 23, 3), False),
+    "resnext18_dtskd": (DoubledBasic, (2, 2, 2, 2), False),
     "seresnet18": (Basic, (2, 2, 2, 2), True),
     "seresnet34": (Basic, (3, 4, 6, 3), True),
 }

@@ -81,6 +81,36 @@ class TorchvisionResNet(nn.Module):
         return ModelOutput(n.fc(emb), tuple(feats), tuple(pres), emb)
 
 
+class TorchvisionVGG(nn.Module):
+    """Taps after the 2nd-5th max-pools (128 @ /4, 256 @ /8, 512 @ /16, 512 @ /32), as the CIFAR VGGs
+    tap their stages; each pool is taken before the block's last ReLU (they commute) to give the
+    pre-activation too. The embedding is what the classifier reads: the 7x7 average-pooled map, flat."""
+
+    def __init__(self, arch: str, num_classes: int = 1000, pretrained: bool = False):
+        super().__init__()
+        self.net = _build(arch, num_classes, pretrained)
+        layers = list(self.net.features)
+        pools = [i for i, m in enumerate(layers) if isinstance(m, nn.MaxPool2d)]
+        last_conv = lambda end: next(m for m in reversed(layers[:end]) if isinstance(m, nn.Conv2d))  # noqa: E731
+        self.stage_channels = tuple(last_conv(p).out_channels for p in pools[1:])
+
+    def forward(self, x):
+        layers = self.net.features
+        feats, pres, pools = [], [], 0
+        for i, layer in enumerate(layers):
+            if isinstance(layer, nn.ReLU) and i + 1 < len(layers) and isinstance(layers[i + 1], nn.MaxPool2d):
+                continue  # applied after the pool, so the pooled pre-activation can be tapped
+            x = layer(x)
+            if isinstance(layer, nn.MaxPool2d):
+                pre, x = x, F.relu(x)
+                pools += 1
+                if pools > 1:
+                    feats.append(x)
+                    pres.append(pre)
+        emb = torch.flatten(self.net.avgpool(x), 1)
+        return ModelOutput(self.net.classifier(emb), tuple(feats), tuple(pres), emb)
+
+
 class TorchvisionMobileNetV2(nn.Module):
     """Taps where the resolution last holds: 24 @ /4, 32 @ /8, 96 @ /16, 1280 @ /32."""
 
@@ -125,7 +155,7 @@ def _resnet(arch):
     return build
 
 
-TORCHVISION_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2", "shufflenet_v2_x1_0")
+TORCHVISION_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2", "shufflenet_v2_x1_0", "vgg16_bn")
 
 for _arch in TORCHVISION_MODELS[:4]:
     register_model(_arch)(_resnet(_arch))
@@ -134,6 +164,11 @@ for _arch in TORCHVISION_MODELS[:4]:
 @register_model("mobilenet_v2")
 def mobilenet_v2(num_classes: int = 1000, pretrained: bool = False):
     return TorchvisionMobileNetV2(num_classes, pretrained)
+
+
+@register_model("vgg16_bn")
+def vgg16_bn(num_classes: int = 1000, pretrained: bool = False):
+    return TorchvisionVGG("vgg16_bn", num_classes, pretrained)
 
 
 @register_model("shufflenet_v2_x1_0")
