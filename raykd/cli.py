@@ -145,6 +145,8 @@ def cmd_methods(args) -> int:
         teacher = "self-teacher" if cls.teacher_is_self else "teacher" if cls.needs_teacher else "no teacher"
         print(f"{name:8s} {teacher:12s} {cls.summary}")
         print(f"{'':21s} defaults: {', '.join(f'{k}={v}' for k, v in defaults.items()) or '-'}")
+        if cls.source:
+            print(f"{'':21s} source: {cls.source}")
     return 0
 
 

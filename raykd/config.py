@@ -522,13 +522,13 @@ def _check_models(resolved: dict[str, ResolvedNode]) -> list[str]:
 
     problems = []
     for name, node in resolved.items():
-        if not node.trains or node.teacher is None:
+        if not node.trains:
             continue
         method = methods.get_method(node.method.name)
-        teacher = resolved[node.teacher]
-        if method.check_models is methods.Distiller.check_models or not teacher.trains:
+        teacher = resolved[node.teacher] if node.teacher else None
+        if method.check_models is methods.Distiller.check_models or (teacher is not None and not teacher.trains):
             continue  # the method checks nothing, or the teacher has no feature stages to check against
-        message = method.check_models(node.method, meta_model(node), meta_model(teacher))
+        message = method.check_models(node.method, meta_model(node), meta_model(teacher) if teacher else None)
         if message:
             problems.append(f"nodes.{name}.method: {message}")
     return problems

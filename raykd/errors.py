@@ -19,3 +19,7 @@ class ResourceError(RaykdError):
 
 class NonFiniteLossError(RaykdError):
     """A loss term became NaN or inf; the message names the step and the term."""
+
+
+class CheckpointError(RaykdError):
+    """A checkpoint a resume needs is missing or unreadable; the message names the file."""

@@ -24,9 +24,12 @@ def test_models_and_methods_listings():
     assert "resnet8x4" in out and "1.234M" in out and "resnet32x4" in out and "7.434M" in out
     out = raykd("methods").stdout
     assert "kd " in out and "teacher" in out and "temperature=4.0" in out and "vanilla" in out
-    for name in ("fitnet", "at", "sp", "vid", "ab", "fsp", "crd", "dkd", "pskd", "cskd", "byot", "tfkd"):
+    for name in ("fitnet", "at", "sp", "vid", "ab", "fsp", "crd", "dkd", "pskd", "cskd", "byot", "tfkd", "dtskd"):
         assert f"\n{name} " in "\n" + out, name
     assert "self-teacher" in out and "nce_k=16384" in out
+    dtskd = out[out.index("\ndtskd "):].split("\n")[1:4]
+    assert "alpha1=0.2, alpha2=0.8" in dtskd[1] and "beta_max=0.9, beta_min=0.0" in dtskd[1]
+    assert dtskd[2].strip().startswith("source: DTSKD official code: run_train.sh")
 
 
 def test_config_mistakes_exit_2_with_one_clear_message(tmp_path):

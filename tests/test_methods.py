@@ -21,7 +21,7 @@ PIPELINES = {"skd", "rskd"}  # whole SKD pipelines (cascades, integration): run 
 TERMS = {  # the loss terms each method must log, by the student node's method
     "kd": {"ce", "kd"}, "fitnet": {"ce", "hint"}, "at": {"ce", "at"}, "sp": {"ce", "sp"}, "vid": {"ce", "vid"},
     "crd": {"ce", "crd"}, "dkd": {"ce", "dkd"}, "pskd": {"pskd"}, "cskd": {"ce", "cls"},
-    "byot": {"ce", "kd", "feature"}, "tfkd": {"ce", "kd"}, "vanilla": {"ce"},
+    "byot": {"ce", "kd", "feature"}, "tfkd": {"ce", "kd"}, "vanilla": {"ce"}, "dtskd": {"historical", "structural"},
     "ab:init": {"ab"}, "fsp:init": {"fsp"}, "fitnet:hint": {"hint"},  # init stages: the guide term only
 }
 

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
+
+from raykd.errors import CheckpointError
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
@@ -52,3 +55,43 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def _as_tuple(x):
     return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+class ShardedState:
+    """Method state that each rank holds a different part of (DTSKD's per-sample history, sharded by
+    sample), saved by every rank beside checkpoint.pt as `sharded/e<epoch>-r<rank>of<world>.pt`.
+    checkpoint.pt records which generation it belongs to, so a crash between writing the shards and
+    the checkpoint never pairs a checkpoint with another epoch's shards; older generations are
+    removed once a newer checkpoint is written. A run may resume on a different number of ranks."""
+
+    def __init__(self, out_dir: Path, rank: int, world: int):
+        self.dir, self.rank, self.world = Path(out_dir) / "sharded", rank, world
+
+    def path(self, epoch: int, rank: int, world: int) -> Path:
+        return self.dir / f"e{epoch}-r{rank}of{world}.pt"
+
+    def save(self, distiller, epoch: int) -> dict[str, int] | None:
+        state = distiller.sharded_state_dict()
+        if state is None:
+            return None
+        save_atomic(state, self.path(epoch, self.rank, self.world))
+        if self.world > 1 and dist.is_available() and dist.is_initialized():
+            dist.barrier()  # every rank's shard is on disk before rank 0's checkpoint refers to them
+        return {"epoch": epoch, "world": self.world}
+
+    def prune(self, epoch: int) -> None:
+        for p in self.dir.glob("e*-r*of*.pt"):
+            if int(p.name[1:].split("-", 1)[0]) < epoch:
+                p.unlink(missing_ok=True)
+
+    def load(self, distiller, info: dict[str, int]) -> None:
+        def shard(k: int) -> dict[str, Any]:
+            p = self.path(info["epoch"], k, info["world"])
+            try:
+                return load(p)
+            except FileNotFoundError:
+                raise CheckpointError(f"{p} is missing: the checkpoint of epoch {info['epoch']} needs every "
+                                      f"rank's shard of the method state. Delete {p.parent.parent / 'checkpoint.pt'} "
+                                      f"to restart the node from scratch.") from None
+
+        distiller.load_sharded_state(shard, info["world"])

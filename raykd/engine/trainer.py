@@ -128,6 +128,7 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
     autocast = _autocast(device, tcfg.amp)
 
     start_epoch, step, history, best = 0, 0, [], {"val_top1": -1.0, "epoch": 0}
+    sharded = ckpt.ShardedState(out, ctx.rank, ctx.world_size)
     ckpt_path = out / CHECKPOINT
     if ckpt_path.is_file():
         state = ckpt.load(ckpt_path, map_location=device)
@@ -135,6 +136,8 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         distiller.load_extra_state_dict(state["method_state"])
+        if "sharded_state" in state:
+            sharded.load(distiller, state["sharded_state"])
         ckpt.set_rng_state(state["rng"])
         start_epoch, step, history, best = state["epoch"], state["step"], state["history"], state["best"]
         log(f"[{tag}] resuming from {ckpt_path} after epoch {start_epoch}/{tcfg.epochs}")
@@ -201,12 +204,13 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
         train_seconds = time.perf_counter() - t0
         metrics = {f"train/{k}": (v / seen).item() for k, v in sums.items()}
         metrics["train/top1"] = 100.0 * correct.item() / max(1, seen)
-        val = evaluate(distiller.student, val_loader, autocast)
+        val = evaluate(distiller.student, val_loader, autocast, heads=distiller)
         metrics.update({f"val/{k}": v for k, v in val.items()})
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         metrics["images_per_s"] = seen * ctx.world_size / train_seconds
         metrics["epoch_seconds"] = time.perf_counter() - t0
         history.append({"epoch": epoch + 1, **metrics})
+        shards = sharded.save(distiller, epoch + 1)  # every rank's part, before checkpoint.pt points at them
         if is_main:
             if val["top1"] > best["val_top1"]:
                 best = {"val_top1": val["top1"], "epoch": epoch + 1}
@@ -216,23 +220,26 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
                     "epoch": epoch + 1, "step": step, "model": distiller.state_dict(),
                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                     "method_state": distiller.extra_state_dict(), "rng": ckpt.rng_state(),
-                    "history": history, "best": best,
+                    "history": history, "best": best, **({"sharded_state": shards} if shards else {}),
                 },
                 ckpt_path,
             )
+            if shards:
+                sharded.prune(epoch + 1)
             if ctx.on_epoch:
                 ctx.on_epoch(epoch + 1, metrics)
         elapsed = time.perf_counter() - run_start
         done = epoch + 1 - start_epoch
         eta = elapsed / done * (tcfg.epochs - epoch - 1)
         terms = ", ".join(f"{k} {metrics[f'train/{k}']:.3f}" for k in sums if k != "loss")
+        heads = " ".join(f"{k[:-5]} {v:.1f}" for k, v in val.items() if k.endswith("_top1"))
         log(f"[{tag}] epoch {epoch + 1}/{tcfg.epochs}  loss {metrics['train/loss']:.4f} ({terms})  "
-            f"train {metrics['train/top1']:.1f}%  val {val['top1']:.2f}%  "
+            f"train {metrics['train/top1']:.1f}%  val {val['top1']:.2f}%{f' ({heads})' if heads else ''}  "
             f"{metrics['images_per_s']:.0f} img/s  {metrics['epoch_seconds']:.1f}s  ETA {_fmt_seconds(eta)}")
 
     if ctx.world_size > 1 and dist.is_initialized():
         dist.barrier()  # rank 0's best.pt is complete before anyone reads it
-    last_test = evaluate(distiller.student, test_loader, autocast)
+    last_test = evaluate(distiller.student, test_loader, autocast, heads=distiller)
     last_val = history[-1] if history else {}
     best_student = copy.deepcopy(distiller.student)
     best_student.load_state_dict(ckpt.load(out / BEST, map_location=device))
@@ -250,6 +257,8 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
         "best/test_top1": best_test["top1"],
         "best/test_top5": best_test["top5"],
         "train_seconds": sum(h["epoch_seconds"] for h in history),
+        **{f"test/{k}": v for k, v in last_test.items() if k.endswith("_top1") and k != "top1"},
+        **distiller.result_metrics(),
     }
     if is_main:
         result["latency_ms"] = latency_ms(distiller.student, tuple(data.train.images.shape[1:]), device)

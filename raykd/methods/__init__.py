@@ -7,6 +7,7 @@ from raykd.methods import (  # noqa: F401  (each module registers its method)
     crd,
     cskd,
     dkd,
+    dtskd,
     fitnet,
     fsp,
     kd,

@@ -33,6 +33,7 @@ class AB(InitStage, Distiller):
     Config = ABConfig
     needs_teacher = True
     summary = "activation boundaries on pre-activations; phase: init is the init stage"
+    source = "CRD code (30 init epochs)"
 
     def setup(self, ctx):
         self.pairs = stage_pairs(self.student, self.teacher)

@@ -26,6 +26,7 @@ class AT(Distiller):
     Config = ATConfig
     needs_teacher = True
     summary = "attention transfer on every stage pair"
+    source = "CRD code"
 
     def setup(self, ctx):
         self.pairs = stage_pairs(self.student, self.teacher)

@@ -8,7 +8,7 @@ frozen here once, so no method can forget to: eval mode, no gradients, forward i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,7 @@ class Distiller(nn.Module):
     needs_class_pairs: ClassVar[bool] = False  # batches carry "pair_image": another image of the same class
     teacher_is_self: ClassVar[bool] = False  # the teacher must be the same architecture (self-training)
     summary: ClassVar[str] = ""  # one line for `raykd methods`
+    source: ClassVar[str] = ""  # where the defaults come from (paper, official code), for `raykd methods`
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: MethodConfig):
         super().__init__()
@@ -60,9 +61,9 @@ class Distiller(nn.Module):
         self.memories: dict[str, SampleMemory] = {}
 
     @classmethod
-    def check_models(cls, cfg: MethodConfig, student: nn.Module, teacher: nn.Module) -> str | None:
-        """A problem with this student/teacher pair, found from shapes alone (the models are on the
-        `meta` device) while the config is validated; None when fine."""
+    def check_models(cls, cfg: MethodConfig, student: nn.Module, teacher: nn.Module | None) -> str | None:
+        """A problem with this student (and teacher, if the node has one), found from shapes alone (the
+        models are on the `meta` device) while the config is validated; None when fine."""
         return None
 
     def setup(self, ctx: MethodContext) -> None:
@@ -114,6 +115,23 @@ class Distiller(nn.Module):
         for k, m in self.memories.items():
             if f"memory/{k}" in state:
                 m.data = state[f"memory/{k}"].to(m.data.device, m.data.dtype)
+
+    def sharded_state_dict(self) -> dict[str, Any] | None:
+        """State each rank holds a different part of (DTSKD's per-sample history): every rank saves its
+        own with each checkpoint. None when the method has none."""
+        return None
+
+    def load_sharded_state(self, shards: Callable[[int], dict[str, Any]], old_world: int) -> None:
+        """Restore from the shards a run of `old_world` ranks saved (`shards(k)` loads rank k's)."""
+
+    def eval_heads(self, out) -> dict[str, torch.Tensor]:
+        """Logits of training-only classifiers (auxiliary branches), computed from the student's output,
+        so the engine reports each one's accuracy beside the student's."""
+        return {}
+
+    def result_metrics(self) -> dict[str, float]:
+        """Numbers about the method itself (e.g. memory bytes) for the node's result and MLflow."""
+        return {}
 
 
 def ce_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0) -> torch.Tensor:

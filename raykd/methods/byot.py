@@ -52,6 +52,7 @@ class BYOT(Distiller):
     name = "byot"
     Config = BYOTConfig
     summary = "self-distillation from the deepest classifier to heads on shallow stages"
+    source = "BYOT official code"
 
     def setup(self, ctx):
         out = probe(self.student, ctx.image_shape)

@@ -50,6 +50,7 @@ class CRD(Distiller):
     Config = CRDConfig
     needs_teacher = True
     summary = "contrastive representation distillation with memory banks"
+    source = "CRD paper and code"
 
     def setup(self, ctx):
         d_s = probe(self.student, ctx.image_shape).embedding.shape[1]

@@ -27,6 +27,7 @@ class CSKD(Distiller):
     Config = CSKDConfig
     needs_class_pairs = True
     summary = "class-wise self-KD between samples of the same class"
+    source = "CS-KD paper and code"
 
     def forward(self, batch):
         out = self.student(batch["image"])

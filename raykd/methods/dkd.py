@@ -28,6 +28,7 @@ class DKD(Distiller):
     Config = DKDConfig
     needs_teacher = True
     summary = "decoupled KD (target / non-target) with linear warm-up"
+    source = "DKD paper / mdistiller"
 
     def warmup_factor(self) -> float:
         """mdistiller counts epochs from 1: the first epoch already carries 1/warmup."""

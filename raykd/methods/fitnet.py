@@ -34,6 +34,7 @@ class FitNet(InitStage, Distiller):
     Config = FitNetConfig
     needs_teacher = True
     summary = "FitNets hints through a conv regressor; phase: hint is the init stage"
+    source = "CRD code; two-stage as in FitNets"
 
     def setup(self, ctx):
         s, t = probe(self.student, ctx.image_shape), probe(self.teacher, ctx.image_shape)

@@ -30,6 +30,7 @@ class FSP(InitStage, Distiller):
     Config = FSPConfig
     needs_teacher = True
     summary = "flow of solution procedure between stages; phase: init is the init stage"
+    source = "CRD code (30 init epochs); connectors per DESIGN.md"
 
     def setup(self, ctx):
         self.pairs = stage_pairs(self.student, self.teacher)

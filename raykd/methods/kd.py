@@ -24,6 +24,7 @@ class KD(Distiller):
     Config = KDConfig
     needs_teacher = True
     summary = "Hinton KD: soft targets at temperature T"
+    source = "CRD/DKD benchmark code"
 
     def forward(self, batch):
         images = batch["image"]

@@ -26,6 +26,7 @@ class PSKD(Distiller):
     name = "pskd"
     Config = PSKDConfig
     summary = "progressive self-KD from last epoch's own predictions"
+    source = "PS-KD paper and code"
 
     def setup(self, ctx):
         self.epochs = ctx.epochs

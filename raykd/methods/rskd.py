@@ -42,6 +42,7 @@ class RSKD(Distiller):
     Config = RSKDConfig
     needs_teacher = True
     summary = "RSKD combination stage: CE + eta*response + xi*feature + tau*relation (eq. 10)"
+    source = "SKD paper eq. 10; aux_weight ours"
 
     @classmethod
     def check_models(cls, cfg, student, teacher) -> str | None:

@@ -26,6 +26,7 @@ class SKD(Distiller):
     Config = SKDConfig
     needs_teacher = True
     summary = "SKD substage (response | feature | relation) for one link of a branch's cascade"
+    source = "SKD paper (lambda 0.9, alpha 200, beta 300, gamma 0.9, T 4)"
 
     @classmethod
     def check_models(cls, cfg, student, teacher) -> str | None:

@@ -23,6 +23,7 @@ class SP(Distiller):
     Config = SPConfig
     needs_teacher = True
     summary = "similarity-preserving: batch similarity of the last stage"
+    source = "CRD code"
 
     def forward(self, batch):
         t = self.teacher_forward(batch["image"])

@@ -28,6 +28,7 @@ class TfKD(Distiller):
     needs_teacher = True
     teacher_is_self = True
     summary = "teacher-free KD: a trained copy of the student teaches it"
+    source = "Tf-KD official loss"
 
     def forward(self, batch):
         t = self.teacher_forward(batch["image"]).logits

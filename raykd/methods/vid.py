@@ -37,6 +37,7 @@ class VID(Distiller):
     Config = VIDConfig
     needs_teacher = True
     summary = "variational information distillation on every stage pair"
+    source = "CRD code"
 
     def setup(self, ctx):
         self.pairs = stage_pairs(self.student, self.teacher)
