@@ -15,7 +15,6 @@ import argparse
 import os
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from raykd import models
 from raykd.engine import pick_device
 from raykd.methods import build_distiller, validate_method_config
 from raykd.methods.base import MethodContext
+from timing import round_robin, sgd_step
 
 ROOT = Path(__file__).resolve().parent
 VARIANTS = {
@@ -39,11 +39,6 @@ VARIANTS = {
 }
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def step_costs(student_name: str, teacher_name: str, batch: int, iters: int, device) -> dict[str, float]:
     torch.manual_seed(0)
     b = {"image": torch.randn(batch, 3, 32, 32, device=device), "label": torch.randint(0, 100, (batch,), device=device)}
@@ -52,28 +47,8 @@ def step_costs(student_name: str, teacher_name: str, batch: int, iters: int, dev
     for name, method in VARIANTS.items():
         d = build_distiller(validate_method_config(method), models.create(student_name, 100), teacher)
         d.setup(MethodContext(100, b["label"].cpu(), (3, 32, 32), 1, 1))
-        d = d.to(device).train()
-        opt = torch.optim.SGD(d.parameters(), lr=0.01, momentum=0.9)
-
-        def step(d=d, opt=opt):
-            loss = sum(d(b)[1].values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        steps[name] = step
-    times = {k: [] for k in steps}
-    for _ in range(2):
-        for fn in steps.values():
-            fn()
-    for _ in range(iters):  # round-robin: drift hits every variant alike
-        for k, fn in steps.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+        steps[name] = sgd_step(d.to(device).train(), b)
+    return round_robin(steps, iters, device)
 
 
 def pipeline_walls(epochs: int) -> dict[str, float]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -23,13 +22,9 @@ import torch
 from raykd import models
 from raykd.engine import pick_device
 from raykd.methods import build_distiller, validate_method_config
+from timing import round_robin, sgd_step
 
 ROOT = Path(__file__).resolve().parent
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def step_costs(student_name: str, teacher_name: str, batch: int, iters: int, device: torch.device) -> dict:
@@ -39,45 +34,18 @@ def step_costs(student_name: str, teacher_name: str, batch: int, iters: int, dev
     y = torch.randint(0, 100, (batch,), device=device)
     b = {"image": x, "label": y}
     teacher = models.create(teacher_name, 100).to(device).eval().requires_grad_(False)
-    variants = {}
 
     def make(method, with_teacher):
         student = models.create(student_name, 100)
-        d = build_distiller(validate_method_config({"name": method}), student, teacher if with_teacher else None).to(device)
-        d.train()
-        return d, torch.optim.SGD([p for p in d.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
-
-    vanilla, opt_v = make("vanilla", False)
-    kd, opt_k = make("kd", True)
-
-    def train_step(d, opt):
-        _, losses = d(b)
-        loss = sum(losses.values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        d = build_distiller(validate_method_config({"name": method}), student, teacher if with_teacher else None)
+        return sgd_step(d.to(device).train(), b)
 
     def teacher_fwd():
         with torch.no_grad():
             teacher(x)
 
-    variants = {
-        "vanilla step": lambda: train_step(vanilla, opt_v),
-        "teacher forward": teacher_fwd,
-        "kd step": lambda: train_step(kd, opt_k),
-    }
-    times = {k: [] for k in variants}
-    for _ in range(3):  # warm-up
-        for fn in variants.values():
-            fn()
-    for _ in range(iters):
-        for k, fn in variants.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times[k].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    variants = {"vanilla step": make("vanilla", False), "teacher forward": teacher_fwd, "kd step": make("kd", True)}
+    med = round_robin(variants, iters, device, warmup=3)
     med["student step + teacher forward"] = med["vanilla step"] + med["teacher forward"]
     return med
 

@@ -103,16 +103,20 @@ class CifarResNet4(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))
-        feats, pres = [], []
-        for stage in self.stages:
-            for block in stage:
-                pre = block(x)
-                x = F.relu(pre)
-            feats.append(x)
-            pres.append(pre)
-        emb = pooled(x)
-        return ModelOutput(self.fc(emb), tuple(feats), tuple(pres), emb)
+        return residual_stages(self.stages, F.relu(self.bn1(self.conv1(x))), self.fc)
+
+
+def residual_stages(stages, x, fc) -> ModelOutput:
+    """Run stages of blocks that return their pre-activation; tap each stage's last block."""
+    feats, pres = [], []
+    for stage in stages:
+        for block in stage:
+            pre = block(x)
+            x = F.relu(pre)
+        feats.append(x)
+        pres.append(pre)
+    emb = pooled(x)
+    return ModelOutput(fc(emb), tuple(feats), tuple(pres), emb)
 
 
 _SPECS = {

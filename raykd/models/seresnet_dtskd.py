@@ -5,11 +5,10 @@ the zoo's `seresnet34` (bias-free convs, SE on the pre-activation branch), hence
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import nn
 
+from raykd.models.cifar_resnet4 import residual_stages
 from raykd.models.init import pooled
-from raykd.models.output import ModelOutput
 from raykd.models.registry import register_model
 
 
@@ -43,16 +42,7 @@ class SEResNetDTSKD(nn.Module):
         self.stage_channels = (64, 128, 256, 512)
 
     def forward(self, x):
-        x = self.pre(x)
-        feats, pres = [], []
-        for stage in self.stages:
-            for block in stage:
-                pre = block(x)
-                x = F.relu(pre)
-            feats.append(x)
-            pres.append(pre)
-        emb = pooled(x)
-        return ModelOutput(self.fc(emb), tuple(feats), tuple(pres), emb)
+        return residual_stages(self.stages, self.pre(x), self.fc)
 
 
 @register_model("seresnet34_dtskd")

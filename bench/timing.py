@@ -1,0 +1,44 @@
+"""Round-robin step timing shared by the benches: every variant runs once per round, so drift (thermal,
+other processes) hits all of them alike; the median over rounds is reported."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def round_robin(steps: dict[str, Callable[[], None]], iters: int, device: torch.device, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per call of each step."""
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(warmup):
+        for fn in steps.values():
+            fn()
+    for _ in range(iters):
+        for k, fn in steps.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def sgd_step(distiller, batch) -> Callable[[], None]:
+    """One training step of `distiller` (forward, summed losses, backward, SGD) as a closure."""
+    opt = torch.optim.SGD([p for p in distiller.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+
+    def step():
+        loss = sum(distiller(batch)[1].values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
