@@ -17,7 +17,9 @@ from raykd.methods.base import MethodContext
 from raykd.pipeline import make_plan
 
 DIGITS = sorted(p for p in (REPO / "conf" / "digits").glob("*.yaml") if p.name != "recipe.yaml")
-PIPELINES = {"skd", "rskd"}  # whole SKD pipelines (cascades, integration): run end to end in test_skd
+# whole SKD pipelines (cascades, integration): run end to end in test_skd; DTSKD's 42-node ablation: its
+# variants are tested one by one in test_dtskd (and the file validated with every preset)
+PIPELINES = {"skd", "rskd", "dtskd_ablation"}
 TERMS = {  # the loss terms each method must log, by the student node's method
     "kd": {"ce", "kd"}, "fitnet": {"ce", "hint"}, "at": {"ce", "at"}, "sp": {"ce", "sp"}, "vid": {"ce", "vid"},
     "crd": {"ce", "crd"}, "dkd": {"ce", "dkd"}, "pskd": {"pskd"}, "cskd": {"ce", "cls"},
@@ -195,6 +197,9 @@ def test_byot_heads_reach_the_deepest_shape_and_are_not_exported():
     assert not any(k.startswith(("heads", "fcs")) for k in d.student.state_dict())
     _, losses = d(batch(labels, torch.arange(8)))
     assert set(losses) == {"ce", "kd", "feature"}
+    heads = d.eval_heads(out)  # each head's accuracy is reported (DTSKD's Table 12 compares them)
+    assert list(heads) == ["branch1", "branch2"]
+    assert torch.allclose(heads["branch1"], d.fcs[0](d.heads[0](out.features[0]).mean((2, 3))))
 
 
 @pytest.mark.parametrize("method,phase", [("fitnet", "hint"), ("ab", "init"), ("fsp", "init")])

@@ -61,6 +61,11 @@ class BYOT(Distiller):
         self.heads = nn.ModuleList(_head(f.shape[1], f.shape[-1], c, h) for f in out.features[:-1])
         self.fcs = nn.ModuleList(nn.Linear(c, ctx.num_classes) for _ in out.features[:-1])
 
+    def eval_heads(self, out):
+        """Each shallow head's own prediction (DTSKD's Table 12 compares them with its branches)."""
+        heads = zip(self.heads, self.fcs, out.features[:-1])
+        return {f"branch{i}": fc(head(f).mean(dim=(2, 3))) for i, (head, fc, f) in enumerate(heads, start=1)}
+
     def forward(self, batch):
         out = self.student(batch["image"])
         labels, T, a = batch["label"], self.cfg.temperature, self.cfg.alpha
