@@ -421,3 +421,17 @@ def test_resume_without_its_history_shard_names_the_file(tmp_path):
     (tmp_path / "b" / "sharded" / "e1-r0of1.pt").unlink()
     with pytest.raises(CheckpointError, match=r"e1-r0of1\.pt is missing"):
         fit(pn.node, RunContext(out_dir=tmp_path / "b", log=lambda *_: None))
+
+
+def test_config_errors_name_the_node_and_field(tmp_path):
+    raw = {"name": "dt", "storage": str(tmp_path), "data": {"name": "digits"},
+           "nodes": {"student": {"model": "resnet8", "method": {"name": "dtskd", "branches": [3]}}}}
+    with pytest.raises(ConfigError, match=r"nodes\.student\.method: branches: \[3\] out of range; this backbone "
+                                          r"has 2 auxiliary branches \(1\.\.2\)"):
+        build_experiment(raw)
+    raw["nodes"]["student"]["method"] = {"name": "dtskd", "mfm": "fpn"}
+    with pytest.raises(ConfigError, match=r"nodes\.student\.method\.mfm: .*'mixed', 'add', 'concat' or 'none'"):
+        build_experiment(raw)
+    raw["nodes"]["student"]["method"] = {"name": "dtskd", "beta_mx": 0.9}
+    with pytest.raises(ConfigError, match=r"nodes\.student\.method\.beta_mx: unknown key 'beta_mx'. Did you mean 'beta_max'"):
+        build_experiment(raw)

@@ -67,18 +67,45 @@ def test_skd_branches_run_concurrently_and_a_failing_node_only_stops_its_descend
     assert 0 < feature["ray/startup_seconds"] < feature["wall_seconds"] and feature["ray/teardown_seconds"] >= 0
 
 
-def test_ddp_node_with_two_workers(tiny_raw):
+def test_dtskd_variants_run_concurrently_with_their_branch_accuracies(tiny_raw):
+    """Two DTSKD variants (the paper's history and the official code's one-hot targets) as concurrent
+    Ray Train runs; each reports its branches' accuracies and its history's size to MLflow."""
     raw = copy.deepcopy(tiny_raw)
-    raw["nodes"] = {"teacher": {"model": "resnet8", "resources": {"workers": 2}}}
-    raw["final"] = "teacher"
+    raw["resources"] = {"cpus_per_worker": 1}
+    raw["nodes"] = {"dtskd": {"model": "resnet8", "method": {"name": "dtskd"}},
+                    "official": {"model": "resnet8", "method": {"name": "dtskd", "history_update": False}}}
+    raw["final"] = "dtskd"
+    result = run_pipeline(build_experiment(raw), executor="ray", log=lambda *_: None)
+    assert result.ok, {n: o.error for n, o in result.nodes.items()}
+    client = MlflowClient(result.tracking_uri)
+    runs = {name: client.get_run(o.run_id) for name, o in result.nodes.items()}
+    span = {n: (r.info.start_time, r.info.end_time) for n, r in runs.items()}
+    assert max(s for s, _ in span.values()) < min(e for _, e in span.values()), "the variants overlap in time"
+    for name, run in runs.items():
+        m = run.data.metrics
+        assert run.info.status == "FINISHED" and 0 <= m["test/branch1_top1"] <= 100 and "test/branch2_top1" in m
+        steps = [h.step for h in client.get_metric_history(run.info.run_id, "val/branch2_top1")]
+        assert steps == [1, 2], name
+    assert runs["dtskd"].data.metrics["history/bytes"] == 256 * (3 * 10 * 2 + 1)
+    assert runs["official"].data.metrics["history/bytes"] == 0
+
+
+def test_ddp_node_with_two_workers(tiny_raw):
+    """A DTSKD node as a 2-worker Ray Train (gloo) run: each rank holds and checkpoints half the history."""
+    raw = copy.deepcopy(tiny_raw)
+    raw["nodes"] = {"dtskd": {"model": "resnet8", "method": {"name": "dtskd"}, "resources": {"workers": 2}}}
+    raw["final"] = "dtskd"
     logs = []
     result = run_pipeline(build_experiment(raw), executor="ray", log=logs.append)
-    assert result.ok, result.nodes["teacher"].error
-    r = result.nodes["teacher"].result
+    assert result.ok, result.nodes["dtskd"].error
+    r = result.nodes["dtskd"].result
     assert r["world_size"] == 2
     assert r["steps_per_epoch"] == 256 // 64, "the global batch of 64 is split 32 + 32 across ranks"
+    assert r["history/bytes_per_rank"] == 128 * (3 * 10 * 2 + 1), "each rank holds half the samples' rows"
+    shards = sorted(p.name for p in (result.nodes["dtskd"].plan.dir / "sharded").iterdir())
+    assert shards == ["e2-r0of2.pt", "e2-r1of2.pt"]
     client = MlflowClient(result.tracking_uri)
-    hist = client.get_metric_history(result.nodes["teacher"].run_id, "train/loss")
+    hist = client.get_metric_history(result.nodes["dtskd"].run_id, "train/loss")
     assert [m.step for m in hist] == [1, 2], "only rank 0 logs"
     assert hist[1].value < hist[0].value, "it learns"
 
