@@ -435,3 +435,10 @@ def test_config_errors_name_the_node_and_field(tmp_path):
     raw["nodes"]["student"]["method"] = {"name": "dtskd", "beta_mx": 0.9}
     with pytest.raises(ConfigError, match=r"nodes\.student\.method\.beta_mx: unknown key 'beta_mx'. Did you mean 'beta_max'"):
         build_experiment(raw)
+
+
+def test_no_history_is_kept_where_every_target_is_the_label():
+    assert distiller(beta_max=1.0, beta_min=1.0).history is None, "structural only (Table 6)"
+    assert distiller(decay="fixed", beta_max=1.0).history is None
+    assert distiller(alpha1=0.0, alpha2=1.0).history is None, "no historical term"
+    assert distiller(decay="fixed", beta_max=0.7).history is not None

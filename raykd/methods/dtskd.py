@@ -76,7 +76,8 @@ class DTSKD(Distiller):
     name = "dtskd"
     Config = DTSKDConfig
     summary = "dual-teacher self-KD: last epoch's predictions + backbone -> MFM branches"
-    source = "DTSKD official code: run_train.sh (alpha 0.2/0.8, lambda 3/1, cosine beta 0.9 -> 0.0), main.py and utils/label_dynamic.py (T 4 structural, T 1 historical KL, eps 1e-7)"
+    source = ("DTSKD official code: run_train.sh (alpha 0.2/0.8, lambda 3/1, cosine beta 0.9 -> 0.0), "
+              "main.py and utils/label_dynamic.py (T 4 structural, T 1 historical KL, eps 1e-7)")
 
     @classmethod
     def check_models(cls, cfg, student, teacher):
@@ -101,7 +102,8 @@ class DTSKD(Distiller):
                                               lateral=lateral, branches=cfg.branches)
         self.epochs = ctx.epochs
         self.history = None
-        if cfg.history_update and cfg.alpha1 > 0:
+        label_only = cfg.beta_max == 1.0 and (cfg.decay == "fixed" or cfg.beta_min == 1.0)  # beta 1: no history
+        if cfg.history_update and cfg.alpha1 > 0 and not label_only:
             self.history = HistoryMemory(len(ctx.train_labels), 1 + len(self.branch_net.branches), ctx.num_classes,
                                          getattr(torch, cfg.history_dtype), cfg.history_topk)
 
