@@ -26,6 +26,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/step_overhead.py
 	$(PY) bench/skd.py
+	$(PY) bench/dtskd.py
 
 clean:
 	rm -rf runs .pytest_cache
