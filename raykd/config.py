@@ -609,6 +609,8 @@ def _format(err: ValidationError, root: type[BaseModel], prefix: tuple, source: 
             lines.append(f"{path}: required key is missing.")
         elif kind in _EXPECTED:
             lines.append(f"{path}: expected {_EXPECTED[kind]}, got {e.get('input')!r}.")
+        elif kind == "value_error" and isinstance(e.get("input"), dict):  # a check across fields: its own words
+            lines.append(f"{path}: {e['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"{path}: {e['msg']}, got {e.get('input')!r}.")
     head = _where(source) + "invalid config:\n  "

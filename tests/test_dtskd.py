@@ -250,7 +250,7 @@ def test_variants_select_their_terms():
         heads = [out.logits, *structural_only.branch_net(out.features).values()]
     ce = sum(w * F.cross_entropy(h, b["label"]) for h, w in zip(heads, [3, 1, 1]))
     assert losses["historical"].item() == pytest.approx(0.2 * ce.item(), rel=1e-3), "beta 1: weighted CE"
-    with pytest.raises(ConfigError, match="beta_min .* is above beta_max"):
+    with pytest.raises(ConfigError, match=r"^method: beta_min \(0.6\) is above beta_max \(0.5\); beta decays from max to min\.$"):
         methods.validate_method_config({"name": "dtskd", "beta_max": 0.5, "beta_min": 0.6})
     with pytest.raises(ConfigError, match="both 0"):
         methods.validate_method_config({"name": "dtskd", "alpha1": 0, "alpha2": 0})

@@ -55,9 +55,9 @@ class DTSKDConfig(MethodConfig):
     @model_validator(mode="after")
     def _range(self):
         if self.decay != "fixed" and self.beta_min > self.beta_max:
-            raise ValueError(f"beta_min ({self.beta_min}) is above beta_max ({self.beta_max}); beta decays from max to min")
+            raise ValueError(f"beta_min ({self.beta_min}) is above beta_max ({self.beta_max}); beta decays from max to min.")
         if self.alpha1 == 0 and self.alpha2 == 0:
-            raise ValueError("alpha1 and alpha2 are both 0: nothing would be trained")
+            raise ValueError("alpha1 and alpha2 are both 0: nothing would be trained.")
         return self
 
 
