@@ -17,7 +17,7 @@ from raykd.methods.base import MethodContext
 from raykd.pipeline import make_plan
 
 DIGITS = sorted(p for p in (REPO / "conf" / "digits").glob("*.yaml") if p.name != "recipe.yaml")
-# whole SKD pipelines (cascades, integration): run end to end in test_skd; DTSKD's 42-node ablation: its
+# whole SKD pipelines (cascades, integration): run end to end in test_skd; DTSKD's 51-node ablation: its
 # variants are tested one by one in test_dtskd (and the file validated with every preset)
 PIPELINES = {"skd", "rskd", "dtskd_ablation"}
 TERMS = {  # the loss terms each method must log, by the student node's method
