@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -28,7 +26,7 @@ from raykd.engine import pick_device
 from raykd.methods import build_distiller, validate_method_config
 from raykd.methods.base import MethodContext
 from raykd.methods.history import HistoryMemory
-from timing import round_robin, sgd_step
+from timing import measured_on, round_robin, sgd_step
 
 ROOT = Path(__file__).resolve().parent
 VARIANTS = {
@@ -116,9 +114,7 @@ def main() -> int:
     lines = [
         "# DTSKD benchmark results",
         "",
-        f"Measured by `bench/dtskd.py` on {platform.machine()} ({os.cpu_count()} CPUs) with {torch.get_num_threads()} "
-        f"torch threads, device `{device}`{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
-        f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}. Every number in a table comes from the same run.",
+        measured_on("bench/dtskd.py", device),
         "",
         "## Training step relative to a plain step on the same backbone (median of round-robin steps, 100 classes)",
         "",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from raykd import models
 from raykd.engine import pick_device
 from raykd.methods import build_distiller, validate_method_config
 from raykd.methods.base import MethodContext
-from timing import round_robin, sgd_step
+from timing import measured_on, round_robin, sgd_step
 
 ROOT = Path(__file__).resolve().parent
 VARIANTS = {
@@ -94,9 +93,7 @@ def main() -> int:
     lines = [
         "# SKD benchmark results",
         "",
-        f"Measured by `bench/skd.py` on {platform.machine()} ({os.cpu_count()} CPUs) with {torch.get_num_threads()} "
-        f"torch threads, device `{device}`{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
-        f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}. Every number in a table comes from the same run.",
+        measured_on("bench/skd.py", device),
         "",
         "## Training step of each substage relative to plain KD (median of round-robin steps, 100 classes)",
         "",

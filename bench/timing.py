@@ -1,8 +1,11 @@
 """Round-robin step timing shared by the benches: every variant runs once per round, so drift (thermal,
-other processes) hits all of them alike; the median over rounds is reported."""
+other processes) hits all of them alike; the median over rounds is reported. Also the line that says
+where a bench measured."""
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
 from typing import Callable
@@ -42,3 +45,11 @@ def sgd_step(distiller, batch) -> Callable[[], None]:
         opt.step()
 
     return step
+
+
+def measured_on(script: str, device: torch.device) -> str:
+    """The machine, device and versions behind a results file, as its opening line."""
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    return (f"Measured by `{script}` on {platform.machine()} ({os.cpu_count()} CPUs) with {torch.get_num_threads()} "
+            f"torch threads, device `{device}`{gpu}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}. "
+            "Every number in a table comes from the same run.")
