@@ -15,6 +15,7 @@ from raykd import models
 from raykd.engine.checkpoint import load, save_atomic
 from raykd.errors import RaykdError
 from raykd.models.ensemble import Ensemble
+from raykd.models.stage_heads import WithStageHeads, heads_from_blob
 from raykd.models.video import VideoClassifier
 
 FORMAT = 1
@@ -22,9 +23,12 @@ FORMAT = 1
 
 def save_student(path: Path, model: torch.nn.Module, *, model_name: str, num_classes: int,
                  model_kwargs: dict[str, Any], mean, std, data: dict[str, Any], metrics: dict[str, float],
-                 video: bool = False, init_fingerprint: str | None = None) -> None:
+                 video: bool = False, init_fingerprint: str | None = None,
+                 extras: dict[str, Any] | None = None) -> None:
     """`video`: the weights are a 2D backbone the loader wraps in `VideoClassifier`.
-    `init_fingerprint`: digest of the weights training started from (weight averaging checks it)."""
+    `init_fingerprint`: digest of the weights training started from (weight averaging checks it).
+    `extras`: what the method exports beside the student (`Distiller.export_extras`, e.g. the
+    `stage_heads` a stage_probes node fits), rebuilt around the model by `build_student`."""
     if isinstance(model, VideoClassifier):
         model, video = model.backbone, True
     save_atomic(
@@ -40,6 +44,7 @@ def save_student(path: Path, model: torch.nn.Module, *, model_name: str, num_cla
             "data": data,
             "metrics": dict(metrics),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            **(extras or {}),
         },
         path,
     )
@@ -84,6 +89,8 @@ def build_student(blob: dict[str, Any]) -> torch.nn.Module:
         return Ensemble([build_student(m) for m in blob["members"]]).eval()
     model = models.create(blob["model"], blob["num_classes"], **blob["model_kwargs"])
     model.load_state_dict(blob["state_dict"])
+    if blob.get("stage_heads"):
+        model = WithStageHeads(model, heads_from_blob(blob["stage_heads"]))
     if blob.get("video"):
         model = VideoClassifier(model)
     return model.eval()
@@ -93,5 +100,13 @@ def load_student(path: str | Path, device: torch.device | str = "cpu") -> tuple[
     """Rebuild the student from `final.pt`; returns (model in eval mode, metadata)."""
     blob = read_student(path)
     model = build_student(blob).to(device)
-    meta = {k: v for k, v in blob.items() if k not in ("state_dict", "members")}
+    meta = {k: v for k, v in blob.items() if k not in ("state_dict", "members", "stage_heads")}
+    meta["stage_heads"] = len(blob["stage_heads"]["channels"]) if blob.get("stage_heads") else 0
     return model, meta
+
+
+def plain_backbone(model: torch.nn.Module) -> torch.nn.Module:
+    """The 2D model inside the wrappers `build_student` may add (clips, stage heads): what `init:` copies."""
+    while isinstance(model, (VideoClassifier, WithStageHeads)):
+        model = model.backbone
+    return model

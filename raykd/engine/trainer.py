@@ -27,7 +27,7 @@ from raykd.engine import checkpoint as ckpt
 from raykd.engine.evaluate import evaluate, topk_correct
 from raykd.engine.optim import build_optimizer, lr_at, set_lr
 from raykd.engine.latency import latency_ms
-from raykd.engine.student_file import load_student, save_student, weights_fingerprint
+from raykd.engine.student_file import load_student, plain_backbone, save_student, weights_fingerprint
 from raykd.errors import ConfigError, NonFiniteLossError
 from raykd.methods import build_distiller
 from raykd.methods.base import MethodContext
@@ -97,9 +97,7 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
             teacher = models.VideoClassifier(teacher)  # an image teacher scores clips frame by frame
     if ctx.init_path is not None:
         init_model, _ = load_student(ctx.init_path, "cpu")
-        if isinstance(init_model, models.VideoClassifier):
-            init_model = init_model.backbone
-        student.load_state_dict(init_model.state_dict())
+        student.load_state_dict(plain_backbone(init_model).state_dict())
     init_fingerprint = weights_fingerprint(student)
     if data.is_video:
         student = models.VideoClassifier(student)  # clips [B, F, C, H, W]: frames through the 2D model
@@ -264,7 +262,8 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
         result["latency_ms"] = latency_ms(distiller.student, tuple(data.train.images.shape[1:]), device)
         save_student(out / FINAL, distiller.student, model_name=node.model, num_classes=data.num_classes,
                      model_kwargs=node.model_kwargs, mean=data.mean, std=data.std,
-                     data=node.data.model_dump(mode="json"), metrics=result, init_fingerprint=init_fingerprint)
+                     data=node.data.model_dump(mode="json"), metrics=result, init_fingerprint=init_fingerprint,
+                     extras=distiller.export_extras())
         log(f"[{tag}] done: test top-1 {last_test['top1']:.2f}% (last), {best_test['top1']:.2f}% "
             f"(best val, epoch {best['epoch']})")
     result["history"] = history

@@ -44,6 +44,7 @@ class Distiller(nn.Module):
     needs_teacher: ClassVar[bool] = False
     needs_class_pairs: ClassVar[bool] = False  # batches carry "pair_image": another image of the same class
     teacher_is_self: ClassVar[bool] = False  # the teacher must be the same architecture (self-training)
+    needs_init: ClassVar[bool] = False  # works on a trained model: the node must start from one (`init:`)
     summary: ClassVar[str] = ""  # one line for `raykd methods`
     source: ClassVar[str] = ""  # where the defaults come from (paper, official code), for `raykd methods`
 
@@ -64,6 +65,12 @@ class Distiller(nn.Module):
     def check_models(cls, cfg: MethodConfig, student: nn.Module, teacher: nn.Module | None) -> str | None:
         """A problem with this student (and teacher, if the node has one), found from shapes alone (the
         models are on the `meta` device) while the config is validated; None when fine."""
+        return None
+
+    @classmethod
+    def check_teacher_node(cls, cfg: MethodConfig, teacher_method: str) -> str | None:
+        """A problem with what trained this node's teacher (`teacher_method`, the teacher node's method name),
+        e.g. a method that reads stage classifiers only a `stage_probes` node exports; None when fine."""
         return None
 
     def setup(self, ctx: MethodContext) -> None:
@@ -127,6 +134,11 @@ class Distiller(nn.Module):
     def eval_heads(self, out) -> dict[str, torch.Tensor]:
         """Logits of training-only classifiers (auxiliary branches), computed from the student's output,
         so the engine reports each one's accuracy beside the student's."""
+        return {}
+
+    def export_extras(self) -> dict[str, Any]:
+        """What the node's `final.pt` carries beside the plain student (a stage_probes node's heads). Empty
+        for every method that only trains a student: its training-only modules are never exported."""
         return {}
 
     def result_metrics(self) -> dict[str, float]:

@@ -13,9 +13,12 @@ class ModelOutput(NamedTuple):
     features: post-activation output of each stage, shallow to deep.
     pre_features: the same stages before their final ReLU (for methods such as AB / OFD).
     embedding: the pooled vector the classifier reads (for CRD, SP, linear probes).
+    stage_logits: classifiers on every stage but the last, shallow to deep, where the model carries
+        them (a `stage_probes` node's teacher, models/stage_heads.py); the last stage's are `logits`.
     """
 
     logits: Tensor
     features: tuple[Tensor, ...]
     pre_features: tuple[Tensor, ...] = ()
     embedding: Tensor | None = None
+    stage_logits: tuple[Tensor, ...] = ()

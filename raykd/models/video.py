@@ -1,5 +1,5 @@
 """Clip classifier from any 2D backbone: frames are folded into the batch, run once, and the logits,
-stage features and embedding are averaged over time (the frame-averaging baseline of SKD)."""
+stage features, embedding and stage classifiers are averaged over time (the frame-averaging baseline of SKD)."""
 
 from __future__ import annotations
 
@@ -26,4 +26,5 @@ class VideoClassifier(nn.Module):
         out = self.backbone(clips.flatten(0, 1))
         avg = lambda xs: tuple(_time_mean(x, b, f) for x in xs)  # noqa: E731
         emb = None if out.embedding is None else _time_mean(out.embedding, b, f)
-        return ModelOutput(_time_mean(out.logits, b, f), avg(out.features), avg(out.pre_features), emb)
+        return ModelOutput(_time_mean(out.logits, b, f), avg(out.features), avg(out.pre_features), emb,
+                           avg(out.stage_logits))
