@@ -392,6 +392,13 @@ def _resolve_nodes(cfg: ExperimentConfig, raw: dict[str, Any], source: str | Non
                                 f"and this node {_architecture(node)}.")
             if not needs and node.teacher is not None:
                 problems.append(f"nodes.{name}: method '{method_cfg.name}' does not use a teacher, but 'teacher: {node.teacher}' is set.")
+            if teacher is not None and isinstance(teacher.method, dict):
+                message = methods.get_method(method_cfg.name).check_teacher_node(method_cfg, teacher.method.get("name"))
+                if message:
+                    problems.append(f"nodes.{name}.teacher: {message}")
+            if methods.get_method(method_cfg.name).needs_init and node.init is None:
+                problems.append(f"nodes.{name}: method '{method_cfg.name}' works on a trained model; add 'init: <node>' "
+                                f"naming the node that trained it (its model must be this node's model).")
         if problems:
             continue
         branch, level = lineage.get(name, (None, None))
@@ -612,7 +619,7 @@ def _format(err: ValidationError, root: type[BaseModel], prefix: tuple, source: 
         elif kind == "value_error" and isinstance(e.get("input"), dict):  # a check across fields: its own words
             lines.append(f"{path}: {e['msg'].removeprefix('Value error, ')}")
         else:
-            lines.append(f"{path}: {e['msg']}, got {e.get('input')!r}.")
+            lines.append(f"{path}: {e['msg'].removeprefix('Value error, ')}, got {e.get('input')!r}.")
     head = _where(source) + "invalid config:\n  "
     return head + "\n  ".join(lines)
 
