@@ -14,16 +14,18 @@ from raykd.data.loader import DeviceLoader
 from raykd.engine import RunContext, fit, load_student
 from raykd.errors import ConfigError
 from raykd.methods.base import MethodContext
+from raykd.models.stage_heads import StageHeads, WithStageHeads
 from raykd.pipeline import make_plan
 
 DIGITS = sorted(p for p in (REPO / "conf" / "digits").glob("*.yaml") if p.name != "recipe.yaml")
 # whole SKD pipelines (cascades, integration): run end to end in test_skd; DTSKD's 51-node ablation: its
-# variants are tested one by one in test_dtskd (and the file validated with every preset)
-PIPELINES = {"skd", "rskd", "dtskd_ablation"}
+# variants are tested one by one in test_dtskd (and the file validated with every preset); likewise
+# MTKD-SSR's 44-node ablation (test_mtkd_ssr, and a Ray run of a smaller one in test_ray_pipeline)
+PIPELINES = {"skd", "rskd", "dtskd_ablation", "mtkd_ssr_ablation"}
 TERMS = {  # the loss terms each method must log, by the student node's method
     "kd": {"ce", "kd"}, "fitnet": {"ce", "hint"}, "at": {"ce", "at"}, "sp": {"ce", "sp"}, "vid": {"ce", "vid"},
     "crd": {"ce", "crd"}, "dkd": {"ce", "dkd"}, "pskd": {"pskd"}, "cskd": {"ce", "cls"},
-    "byot": {"ce", "kd", "feature"}, "tfkd": {"ce", "kd"}, "vanilla": {"ce"}, "dtskd": {"historical", "structural"},
+    "byot": {"ce", "kd", "feature"}, "stage_probes": {"ce"}, "mtkd_ssr": {"ce", "srd", "review", "scd"}, "tfkd": {"ce", "kd"}, "vanilla": {"ce"}, "dtskd": {"historical", "structural"},
     "ab:init": {"ab"}, "fsp:init": {"fsp"}, "fitnet:hint": {"hint"},  # init stages: the guide term only
 }
 
@@ -39,7 +41,7 @@ def quiet(*_):
 
 
 def test_every_method_has_a_digits_preset():
-    covered = {p.stem for p in DIGITS}
+    covered = {p.stem for p in DIGITS} | {n.method.name for p in DIGITS for n in load_experiment(p).nodes.values()}
     assert set(methods.list_methods()) - {"vanilla"} - {m for m in methods.list_methods() if m.startswith("test_")} <= covered
 
 
@@ -89,6 +91,8 @@ def make(method, student="resnet8", teacher="resnet20", n=64, classes=4, **cfg):
     torch.manual_seed(0)
     s = models.create(student, classes)
     t = models.create(teacher, classes).eval() if methods.get_method(method).needs_teacher else None
+    if method == "mtkd_ssr":  # its teacher carries stage heads (a stage_probes node's output)
+        t = WithStageHeads(t, StageHeads(t.stage_channels[:-1], classes)).eval()
     d = methods.build_distiller(methods.validate_method_config({"name": method, **cfg}), s, t)
     labels = torch.arange(n) % classes
     d.setup(MethodContext(num_classes=classes, train_labels=labels, image_shape=(3, 32, 32), epochs=10,

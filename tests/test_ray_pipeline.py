@@ -90,6 +90,42 @@ def test_dtskd_variants_run_concurrently_with_their_branch_accuracies(tiny_raw):
     assert runs["official"].data.metrics["history/bytes"] == 0
 
 
+def test_mtkd_ssr_ablation_shares_one_probe_node_and_runs_its_variants_concurrently(tiny_raw):
+    """Table 6 in miniature on a real 2-CPU Ray: one teacher, its stage_probes node (fitted once), and three
+    MTKD-SSR variants learning from it concurrently, each logging its stage heads' accuracies to MLflow."""
+    raw = copy.deepcopy(tiny_raw)
+    raw["resources"] = {"cpus_per_worker": 0.5}
+    variant = lambda **m: {"model": "resnet8", "teacher": "probes", "method": {"name": "mtkd_ssr", **m}}  # noqa: E731
+    raw["nodes"] = {
+        "teacher": {"model": "resnet8", "resources": {"cpus_per_worker": 2}},
+        "probes": {"model": "resnet8", "init": "teacher", "method": {"name": "stage_probes"}},
+        "full": variant(), "srd_review": variant(gamma=0), "deep_to_shallow": variant(review_direction="deep_to_shallow"),
+    }
+    raw["final"] = "full"
+    teacher_only = dict(copy.deepcopy(raw), nodes={"teacher": raw["nodes"]["teacher"]}, final="teacher")
+    assert run_pipeline(build_experiment(teacher_only), executor="local", log=lambda *_: None).ok
+    result = run_pipeline(build_experiment(raw), executor="ray", log=lambda *_: None)
+    assert result.ok, {n: o.error for n, o in result.nodes.items()}
+    status = {n: o.status for n, o in result.nodes.items()}
+    assert status == {"teacher": "cached", "probes": "trained", "full": "trained", "srd_review": "trained",
+                      "deep_to_shallow": "trained"}
+    client = MlflowClient(result.tracking_uri)
+    runs = {name: client.get_run(o.run_id) for name, o in result.nodes.items()}
+    probe_runs = client.search_runs([runs["probes"].info.experiment_id], "tags.`raykd.node` = 'probes'")
+    assert len(probe_runs) == 1, "the probes are fitted once for every variant"
+    variants = ("full", "srd_review", "deep_to_shallow")
+    span = {n: (runs[n].info.start_time, runs[n].info.end_time) for n in variants}
+    assert max(s for s, _ in span.values()) < min(e for _, e in span.values()), "the variants overlap in time"
+    assert min(s for s, _ in span.values()) >= runs["probes"].info.end_time
+    for name in variants:
+        run = runs[name]
+        assert run.data.tags["raykd.teacher_run_id"] == result.nodes["probes"].run_id
+        assert run.info.status == "FINISHED" and 0 <= run.data.metrics["test/stage1_top1"] <= 100
+        assert [h.step for h in client.get_metric_history(run.info.run_id, "val/stage2_top1")] == [1, 2]
+    assert "train/scd" in runs["full"].data.metrics and "train/scd" not in runs["srd_review"].data.metrics
+    assert runs["probes"].data.metrics["test/top1"] == runs["teacher"].data.metrics["test/top1"], "teacher frozen"
+
+
 def test_ddp_node_with_two_workers(tiny_raw):
     """A DTSKD node as a 2-worker Ray Train (gloo) run: each rank holds and checkpoints half the history."""
     raw = copy.deepcopy(tiny_raw)
