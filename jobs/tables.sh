@@ -7,6 +7,7 @@
 # SKD: conf/skd/cifar100 (Tables II, III), conf/skd/cifar100/ablation (IX), conf/skd/imagenet (IV, V),
 # conf/skd/imagenet/k_ablation (XI), conf/skd/ucf101 (VI, VII), conf/skd/ucf101/ablation (X).
 # DTSKD: conf/dtskd/cifar100 (Tables 1 and 5-12), conf/dtskd/imagenet (3).
+# MTKD-SSR: conf/mtkd_ssr/cifar100 (Table 1), conf/mtkd_ssr/cifar100/ablation (6-9), conf/mtkd_ssr/imagenet (4).
 # Jobs share RAYKD_STORAGE, so a node two configs have in common (a teacher, a baseline, DTSKD itself)
 # trains once and later tables find it cached. They are submitted one after another because two
 # pipelines must not train the same node at once; RAYKD_SUBMIT_ARGS=--no-wait submits them all at once,
