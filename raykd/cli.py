@@ -142,7 +142,8 @@ def cmd_methods(args) -> int:
     for name in methods.list_methods():
         cls = methods.get_method(name)
         defaults = cls.Config(name=name).model_dump(exclude={"name"})
-        teacher = "self-teacher" if cls.teacher_is_self else "teacher" if cls.needs_teacher else "no teacher"
+        teacher = ("self-teacher" if cls.teacher_is_self else "teacher" if cls.needs_teacher
+                   else "init: model" if cls.needs_init else "no teacher")
         print(f"{name:8s} {teacher:12s} {cls.summary}")
         print(f"{'':21s} defaults: {', '.join(f'{k}={v}' for k, v in defaults.items()) or '-'}")
         if cls.source:

@@ -30,6 +30,9 @@ def test_models_and_methods_listings():
     dtskd = out[out.index("\ndtskd "):].split("\n")[1:4]
     assert "alpha1=0.2, alpha2=0.8" in dtskd[1] and "beta_max=0.9, beta_min=0.0" in dtskd[1]
     assert dtskd[2].strip().startswith("source: DTSKD official code: run_train.sh")
+    mtkd = out[out.index("\nmtkd_ssr "):].split("\n")[1:4]
+    assert "alpha=1.0, beta=1.0, gamma=1.0, t1=3.0, t2=2.0, review=all" in mtkd[1] and "(the paper states none)" in mtkd[2]
+    assert "\nstage_probes init: model " in out
 
 
 def test_config_mistakes_exit_2_with_one_clear_message(tmp_path):

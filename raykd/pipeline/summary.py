@@ -14,7 +14,7 @@ def rows(result: PipelineResult) -> list[tuple[str, ...]]:
         r = o.result
         pct = (lambda k: f"{r[k]:.2f}" if k in r else "-")
         node = o.plan.node
-        source = node.teacher or ("+".join(node.members) if node.members else "-")
+        source = node.teacher or ("+".join(node.members) if node.members else f"init:{node.init}" if node.init else "-")
         out.append((
             name, node.method.name + (f" ({node.method.substage})" if hasattr(node.method, "substage") else ""),
             node.model, source,
