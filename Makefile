@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) bench/step_overhead.py
 	$(PY) bench/skd.py
 	$(PY) bench/dtskd.py
+	$(PY) bench/mtkd_ssr.py
 
 clean:
 	rm -rf runs .pytest_cache

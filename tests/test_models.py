@@ -135,7 +135,8 @@ def test_one_training_step_reduces_loss_on_a_fixed_batch(name):
 
 # Exact counts at 100 classes, from the reference definitions these models reproduce layer for layer:
 # RepDistiller (CRD, Tian et al. 2020; reused by DKD/mdistiller) models/wrn.py, vgg.py (vgg*_bn),
-# mobilenetv2.py (mobile_half), ShuffleNetv1.py, ShuffleNetv2.py, resnetv2.py (ResNet18/34/50).
+# mobilenetv2.py (mobile_half), ShuffleNetv1.py, ShuffleNetv2.py, resnetv2.py (ResNet18/34/50/101: the 4-stage
+# CIFAR ResNets of MTKD-SSR's pairs, ResNet101-34 included; each instantiated there with num_classes=100).
 # Rounded, they are the sizes the CRD/DKD/SSKD tables print (0.70M, 2.26M, 9.46M, 3.96M, 0.81M, ...).
 EXACT_100 = {
     "wrn_16_1": 180_916, "wrn_16_2": 703_284, "wrn_40_1": 569_780, "wrn_40_2": 2_255_156,

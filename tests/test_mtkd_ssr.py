@@ -291,3 +291,20 @@ def test_config_errors_name_the_node_and_field(tmp_path):
     with pytest.raises(ConfigError, match=r"nodes\.student\.method\.chanel_loss: unknown key 'chanel_loss'. Did you mean 'channel_loss'"):
         experiment(tmp_path, student={"model": "resnet8", "teacher": "probes",
                                       "method": {"name": "mtkd_ssr", "chanel_loss": "fd"}})
+
+
+@pytest.mark.parametrize("teacher,student,extra", [
+    # heads: GAP + FC(C_i -> 100) on stages 1-3 of a 4-stage ResNet (64, 128, 256 channels)
+    ("cifar_resnet34", "cifar_resnet18", (64 + 128 + 256) * 100 + 300),
+    ("seresnet34", "cifar_resnet18", (64 + 128 + 256) * 100 + 300),
+    # ResNet101-34: 1x1 connectors with bias from 64/128/256/512 to the bottleneck's 256/512/1024/2048 channels
+    ("cifar_resnet101", "cifar_resnet34", (64 + 128 + 256) * 100 + 300
+     + sum(c * 4 * c + 4 * c for c in (64, 128, 256, 512))),
+])
+def test_training_network_counts_of_the_paper_pairs(teacher, student, extra):
+    with torch.device("meta"):
+        t = models.create(teacher, 100)
+        d = distiller(student, teacher=WithStageHeads(t, StageHeads(t.stage_channels[:-1], 100)), classes=100)
+    plain = models.count_parameters(models.create(student, 100))
+    assert models.count_parameters(d.student) == plain, "the exported student is the bare model"
+    assert models.count_parameters(d) == plain + extra
