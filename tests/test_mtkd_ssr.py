@@ -123,16 +123,22 @@ def batch(n=6, classes=10, seed=0):
             "index": torch.arange(n)}
 
 
-def test_eq10_assembled_from_the_models_outputs():
-    d = distiller(teacher=probed("resnet20"))
+def float64_forward(d):
+    """The distiller's losses on one batch in float64 and eval mode (fixed BN statistics), with the teacher's
+    and student's outputs for the same batch, to recompute every term by hand."""
     d.double()
-    d.eval()  # fixed BN statistics: the forward below sees the same activations
+    d.eval()
     b = batch()
     b["image"] = b["image"].double()
     _, losses = d(b)
     with torch.no_grad():
-        t = d.teacher(b["image"])
-        s = d.student(b["image"])
+        return b, losses, d.teacher(b["image"]), d.student(b["image"])
+
+
+def test_eq10_assembled_from_the_models_outputs():
+    d = distiller(teacher=probed("resnet20"))
+    b, losses, t, s = float64_forward(d)
+    with torch.no_grad():
         s_logits = [z.numpy() for z in (*d.heads(s.features), s.logits)]
         t_logits = [z.numpy() for z in (*t.stage_logits, t.logits)]
     y = b["label"].numpy()
@@ -154,13 +160,8 @@ def test_eq10_assembled_from_the_models_outputs():
 def test_scd_through_a_connector_where_channels_differ():
     d = distiller(teacher=probed("resnet32x4"), alpha=0, beta=0)  # stages 16/32/64 -> 64/128/256
     assert [c.weight.shape[:2] for c in d.connectors] == [(64, 16), (128, 32), (256, 64)]
-    d.double()
-    d.eval()
-    b = batch()
-    b["image"] = b["image"].double()
-    _, losses = d(b)
+    _, losses, t, s = float64_forward(d)
     with torch.no_grad():
-        t, s = d.teacher(b["image"]), d.student(b["image"])
         # the paper's order: the 1x1 conv on the student's map, then the channel weights of eq. 8
         ws = [conv(f).mean(dim=(2, 3)) for conv, f in zip(d.connectors, s.features)]
         expected = sum(((a.numpy() - np_channel_weights(b_)) ** 2).mean() for a, b_ in zip(ws, t.features))
@@ -170,13 +171,8 @@ def test_scd_through_a_connector_where_channels_differ():
 
 def test_fd_variant_compares_connected_maps():
     d = distiller(teacher=probed("resnet32x4"), alpha=0, beta=0, channel_loss="fd")
-    d.double()
-    d.eval()
-    b = batch()
-    b["image"] = b["image"].double()
-    _, losses = d(b)
+    _, losses, t, s = float64_forward(d)
     with torch.no_grad():
-        t, s = d.teacher(b["image"]), d.student(b["image"])
         expected = sum(((conv(f) - g) ** 2).mean().item() for conv, f, g in zip(d.connectors, s.features, t.features))
     assert set(losses) == {"ce", "fd"} and losses["fd"].item() == pytest.approx(expected, rel=1e-9)
 
@@ -238,7 +234,7 @@ def test_probes_leave_the_teacher_unchanged_and_travel_with_it(tmp_path):
     before, after = teacher.state_dict(), probed_teacher.backbone.state_dict()
     assert set(before) == set(after) and all(torch.equal(before[k], after[k]) for k in before), \
         "weights and BN statistics of the teacher are untouched"
-    assert result["test/top1"] == pytest.approx(teacher_result(plan) ["test/top1"])
+    assert result["test/top1"] == pytest.approx(teacher_result(plan)["test/top1"])
     first, last = seen[1], seen[3]
     assert last["train/ce"] < first["train/ce"], "the probes learn"
     assert 10 < result["test/stage2_top1"] <= 100 and "test/stage1_top1" in result
