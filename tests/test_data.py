@@ -144,6 +144,46 @@ def test_cifar_pickles(tmp_path, name, classes, n_train):
     assert torch.equal(b.test.images[0], torch.from_numpy(raw[b"data"][0].reshape(3, 32, 32)))
 
 
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_batches_of_every_pickle_protocol_load(tmp_path, protocol):
+    """The official release is Python 2's protocol 2; numpy pickles arrays differently at 4 and 5."""
+    folder = _write_cifar(tmp_path, "cifar100")
+    data = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
+    with open(folder / "test", "wb") as f:
+        pickle.dump({b"data": data, b"fine_labels": [3, 4], b"filenames": [b"a.png", b"b.png"]}, f, protocol=protocol)
+    b = load_data(DataConfig(name="cifar100", root=str(tmp_path), val_fraction=0.0))
+    assert torch.equal(b.test.images.flatten(1), torch.from_numpy(data)) and b.test.labels.tolist() == [3, 4]
+
+
+class _Payload:
+    """What a crafted dataset file would do on load: here, create a file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+@pytest.mark.parametrize("where", ["data_batch_1", "batches.meta"])
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_a_crafted_cifar_pickle_never_runs_its_payload(tmp_path, where, protocol):
+    folder = _write_cifar(tmp_path / "data", "cifar10")
+    marker = tmp_path / "payload-ran"
+    with open(folder / where, "wb") as f:
+        pickle.dump({b"data": _Payload(str(marker)), b"labels": [1], b"label_names": [_Payload(str(marker))]}, f,
+                    protocol=protocol)
+    with pytest.raises(DataError, match=rf"{where}' is not a valid CIFAR pickle .*'(pathlib\.Path\.touch|__builtin__\.getattr)'.*refused"):
+        load_data(DataConfig(name="cifar10", root=str(tmp_path / "data")))
+    assert not marker.exists(), "the payload ran"
+    with open(folder / where, "wb") as f:  # the classic: os.system
+        f.write(b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
+    with pytest.raises(DataError, match=r"'os\.system'.*refused"):
+        load_data(DataConfig(name="cifar10", root=str(tmp_path / "data")))
+    assert not marker.exists(), "the payload ran"
+
+
 def test_cifar_missing_or_wrong_layout_names_the_path(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_data(DataConfig(name="cifar10", root=str(tmp_path / "nope")))

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from raykd.data.image_set import ImageSet
+from raykd.data.safe_pickle import load_data_pickle
 from raykd.errors import DataError
 
 _LAYOUT = {
@@ -49,9 +50,17 @@ def load_cifar(name: str, root: str, download: bool = False) -> tuple[ImageSet, 
     test = _read(folder, test_files, label_key)
     names: list[str] = []
     if (folder / meta_file).is_file():
-        with open(folder / meta_file, "rb") as f:
-            names = [n.decode() for n in pickle.load(f, encoding="bytes")[names_key]]
+        meta = _unpickle(folder / meta_file)
+        names = [n.decode() for n in meta.get(names_key, [])] if isinstance(meta, dict) else []
     return train, test, names
+
+
+def _unpickle(path: Path):
+    try:
+        with open(path, "rb") as f:
+            return load_data_pickle(f)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise DataError(f"CIFAR file '{path}' is not a valid CIFAR pickle ({type(e).__name__}: {e}).") from None
 
 
 def _read(folder: Path, files: list[str], label_key: bytes) -> ImageSet:
@@ -60,11 +69,10 @@ def _read(folder: Path, files: list[str], label_key: bytes) -> ImageSet:
         path = folder / fname
         if not path.is_file():
             raise DataError(f"CIFAR file missing: '{path}'.")
+        entry = _unpickle(path)
         try:
-            with open(path, "rb") as f:
-                entry = pickle.load(f, encoding="bytes")
             xs.append(np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             ys.append(np.asarray(entry[label_key], dtype=np.int64))
-        except (pickle.UnpicklingError, KeyError, EOFError, ValueError) as e:
+        except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"CIFAR file '{path}' is not a valid CIFAR pickle ({type(e).__name__}: {e}).") from None
     return ImageSet(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))
