@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -312,6 +313,9 @@ def _resolve_nodes(cfg: ExperimentConfig, raw: dict[str, Any], source: str | Non
     resolved: dict[str, ResolvedNode] = {}
     if not cfg.nodes:
         raise ConfigError(_where(source) + "'nodes' is empty: define at least one training run.")
+    problems.extend(_bad_node_name(name) for name in cfg.nodes if not NODE_NAME.fullmatch(name))
+    if problems:
+        raise ConfigError(_where(source) + "invalid config:\n  " + "\n  ".join(problems))
     nodes, lineage = _expand_cascades(cfg.nodes, problems)
     section_types = {"train": TrainConfig, "data": DataConfig, "resources": ResourcesConfig}
     known_models = models.list_models()
@@ -419,6 +423,17 @@ def _resolve_nodes(cfg: ExperimentConfig, raw: dict[str, Any], source: str | Non
     if problems:
         raise ConfigError(_where(source) + "invalid config:\n  " + "\n  ".join(problems))
     return resolved
+
+
+NODE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+
+
+def _bad_node_name(name: str) -> str:
+    """A node name becomes a folder under the storage and an MLflow run name: no separators, no '..', no
+    invisible characters."""
+    return (f"nodes: the node name {name!r} is not allowed: names use letters, digits, '_', '.' and '-' (ASCII), "
+            f"start with a letter, a digit or '_', and have 1 to 100 characters (each is a folder under the "
+            f"storage and an MLflow run name).")
 
 
 def _expand_cascades(nodes: dict[str, NodeConfig], problems: list[str]):

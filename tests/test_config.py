@@ -141,3 +141,33 @@ def test_final_defaults_to_the_last_leaf(tiny_raw):
 def test_per_node_key_at_top_level_points_to_the_node(tiny_raw):
     msg = error_of(build_experiment, tiny_raw, ["method.temperature=2"])
     assert "'method' belongs to a node: write nodes.<node>.method..., e.g. nodes.kd.method" in msg
+
+
+# --- node names are folder and MLflow names: nothing that could leave the storage or break a run name ---
+
+BAD_NAMES = ["../../escape", "/tmp/x/y", "a/b", "a\\b", "", ".", "..", ".hidden", "-dash", "a b", "\u200bteacher",
+             "naïve", "tab\there", "x" * 101, "nul\x00"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
+def test_path_like_or_invisible_node_names_are_refused_before_anything_is_written(tmp_path, tiny_raw, name):
+    raw = dict(tiny_raw, storage=str(tmp_path / "runs"))
+    raw["nodes"] = {**raw["nodes"], name: {"model": "resnet8"}}
+    with pytest.raises(ConfigError, match=r"nodes: the node name .* is not allowed: names use letters, digits"):
+        build_experiment(raw)
+    assert not (tmp_path / "runs").exists() and not (tmp_path.parent / "escape").exists()
+
+
+@pytest.mark.parametrize("name", ["teacher", "kd_s0", "A-1.b", "_private", "9lives", "x" * 100])
+def test_ordinary_node_names_are_accepted(tiny_raw, name):
+    raw = dict(tiny_raw, nodes={**tiny_raw["nodes"], name: {"model": "resnet8"}}, final=name)
+    assert name in build_experiment(raw).nodes
+
+
+def test_node_folders_are_checked_to_stay_inside_the_store(tmp_path):
+    from raykd.pipeline.plan import node_dir
+
+    assert node_dir(tmp_path, "kd", "ab" * 32) == (tmp_path / "nodes" / ("kd-" + "ab" * 6)).resolve()
+    for name in ("../../escape", "/tmp/x/y", "a/../../b"):
+        with pytest.raises(ConfigError, match="outside"):
+            node_dir(tmp_path, name, "ab" * 32)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from raykd.config import Experiment, ResolvedNode
+from raykd.errors import ConfigError
 
 HASH_VERSION = 1
 
@@ -63,8 +64,18 @@ def make_plan(exp: Experiment) -> dict[str, PlanNode]:
         if node.members:
             parent_hashes["members"] = [plan[m].hash for m in node.members]
         h = node_hash(node, parent_hashes)
-        plan[name] = PlanNode(name, node, h, parents, exp.storage / "nodes" / f"{name}-{h[:12]}")
+        plan[name] = PlanNode(name, node, h, parents, node_dir(exp.storage, name, h))
     return plan
+
+
+def node_dir(storage: Path, name: str, h: str) -> Path:
+    """storage/nodes/<name>-<hash>, checked to be a folder directly inside storage/nodes whatever the name
+    (the config refuses names with separators; this holds even for a name that got past it)."""
+    root = (storage / "nodes").resolve()
+    path = (root / f"{name}-{h[:12]}").resolve()
+    if path.parent != root:
+        raise ConfigError(f"nodes: the node name {name!r} would place its folder at '{path}', outside '{root}'.")
+    return path
 
 
 def parents_of(node) -> tuple[str, ...]:
