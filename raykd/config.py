@@ -20,14 +20,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raykd.errors import ConfigError
+from raykd.strict import StrictModel
 
 SHARED_SECTIONS = ("train", "data", "resources")
 
 
-class Strict(BaseModel):
-    """Unknown keys are errors, so a typo never silently falls back to a default."""
-
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+class Strict(StrictModel):
+    """Unknown keys are errors, so a typo never silently falls back to a default (raykd/strict.py)."""
 
 
 class OptimizerConfig(Strict):
@@ -237,12 +236,49 @@ def load_experiment(path: str | os.PathLike, overrides: list[str] | tuple[str, .
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {e.start}: {e.reason}).") from None
+    except OSError as e:
+        raise ConfigError(f"config file '{path}' cannot be read: {e.strerror or e}.") from None
+    try:
+        raw = load_yaml(text)
+    except DuplicateKeyError as e:
+        raise ConfigError(f"config file '{path}': {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of keys at top level.")
     return raw
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the
+    last one silently, so the first is lost without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if isinstance(key, typing.Hashable) and key in seen:
+                    raise DuplicateKeyError(f"key '{key}' appears twice in one mapping (lines {seen[key]} and {line}); "
+                                            f"keep one.")
+                if isinstance(key, typing.Hashable):
+                    seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML as configs and overrides are read: safe types only, duplicate keys refused."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
 def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
@@ -282,15 +318,26 @@ def build_experiment(raw: dict[str, Any], overrides=(), source: str | None = Non
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
     """Set `a.b.c=value` in the raw dict; the value is parsed as YAML (`3`, `0.1`, `[1, 2]`);
-    `null` removes the key, as `key: null` does over a base file."""
+    `null` removes the key, as `key: null` does over a base file. `nodes.<name>...` must name an existing
+    node (a misspelt one would silently add a node and train it); `+nodes.<new>.model=...` adds one."""
     key, sep, value = item.partition("=")
+    adding = key.startswith("+")
+    key = key.removeprefix("+")
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override '{item}' must look like 'section.key=value' (e.g. train.epochs=3).")
     try:
-        parsed = yaml.safe_load(value) if value != "" else ""
+        parsed = load_yaml(value) if value != "" else ""
+    except DuplicateKeyError as e:
+        raise ConfigError(f"override '{item}': {e}") from None
     except yaml.YAMLError:
         parsed = value
     parts = key.split(".")
+    nodes = raw.get("nodes")
+    if parts[0] == "nodes" and len(parts) > 1 and isinstance(nodes, dict) and parts[1] not in nodes and not adding:
+        close = difflib.get_close_matches(parts[1], list(nodes), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else f" Nodes: {', '.join(nodes)}."
+        raise ConfigError(f"override '{item}': no node named '{parts[1]}'.{hint} To add a node from the command "
+                          f"line, start the override with '+': +{key}.")
     node = raw
     for i, part in enumerate(parts[:-1]):
         child = node.get(part)

@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
+from raykd.strict import StrictModel
 from raykd.errors import ConfigError, RaykdError
 
 INTEGRATIONS = ("ensemble", "weight_average")
 
 
-class IntegrationConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class IntegrationConfig(StrictModel):
 
     name: Literal["ensemble", "weight_average"]
 

@@ -171,3 +171,63 @@ def test_node_folders_are_checked_to_stay_inside_the_store(tmp_path):
     for name in ("../../escape", "/tmp/x/y", "a/../../b"):
         with pytest.raises(ConfigError, match="outside"):
             node_dir(tmp_path, name, "ab" * 32)
+
+
+# --- nothing is accepted silently ------------------------------------------------------------------------
+
+def test_an_override_naming_no_node_is_an_error_and_plus_adds_one(tiny_raw):
+    for item, hint in [("nodes.techer.model=resnet20", "Did you mean 'teacher'?"),
+                       ("nodes.kdd.method.temperature=2", "Did you mean 'kd'?"),
+                       ("nodes.zzz=null", "Nodes: teacher, vanilla, kd.")]:
+        msg = error_of(build_experiment, tiny_raw, [item])
+        assert f"override '{item}': no node named '{item.split('.')[1].split('=')[0]}'." in msg and hint in msg
+        assert "start the override with '+': +nodes." in msg
+    exp = build_experiment(tiny_raw, ["+nodes.extra.model=resnet8", "+nodes.extra.teacher=teacher",
+                                      "+nodes.extra.method.name=kd"])
+    assert exp.nodes["extra"].teacher == "teacher" and exp.nodes["extra"].method.name == "kd"
+    assert build_experiment(tiny_raw, ["nodes.vanilla=null"]).nodes.keys() == {"teacher", "kd"}
+
+
+@pytest.mark.parametrize("text,lines,key", [
+    ("name: a\nname: b\nnodes: {t: {model: resnet8}}\n", (1, 2), "name"),
+    ("name: a\ntrain:\n  epochs: 3\n  seed: 1\n  epochs: 5\nnodes: {t: {model: resnet8}}\n", (3, 5), "epochs"),
+    ("name: a\nnodes:\n  t: {model: resnet8}\n  s: {model: resnet8}\n  t: {model: resnet20}\n", (3, 5), "t"),
+    ("name: a\nnodes: {t: {model: resnet8, model: resnet20}}\n", (2, 2), "model"),
+])
+def test_duplicate_yaml_keys_name_both_lines(tmp_path, text, lines, key):
+    p = tmp_path / "dup.yaml"
+    p.write_text(text)
+    msg = error_of(load_experiment, p)
+    assert f"'{p}': key '{key}' appears twice in one mapping (lines {lines[0]} and {lines[1]}); keep one." in msg
+
+
+def test_a_duplicate_key_in_a_base_file_or_an_override_is_an_error(tmp_path, tiny_raw):
+    (tmp_path / "base.yaml").write_text("train:\n  epochs: 3\n  epochs: 4\n")
+    (tmp_path / "exp.yaml").write_text("base: base.yaml\nname: a\nnodes: {t: {model: resnet8}}\n")
+    assert "base.yaml': key 'epochs' appears twice in one mapping (lines 2 and 3)" in error_of(load_experiment, tmp_path / "exp.yaml")
+    msg = error_of(build_experiment, tiny_raw, ["nodes.kd.method={name: kd, alpha: 1, alpha: 2}"])
+    assert "key 'alpha' appears twice" in msg
+
+
+@pytest.mark.parametrize("item,expected", [
+    ("train.epochs=true", "train.epochs: expected a number (true and false are not numbers), got True."),
+    ("train.optimizer.lr=false", "train.optimizer.lr: expected a number"),
+    ("data.batch_size=true", "data.batch_size: expected a number"),
+    ("train.optimizer.betas=[true, 0.9]", "train.optimizer.betas: expected numbers"),
+    ("nodes.kd.method.temperature=true", "nodes.kd.method.temperature: expected a number"),
+    ("resources.gpus_per_worker=true", "resources.gpus_per_worker: expected a number"),
+    ("data.augment.flip=1", "data.augment.flip: expected true or false, got 1."),
+    ("train.channels_last=yes please", "train.channels_last: expected true or false, got 'yes please'."),
+    ("train.optimizer.lr=.inf", "train.optimizer.lr: Input should be a finite number, got inf."),
+    ("train.grad_clip=.inf", "train.grad_clip: Input should be a finite number, got inf."),
+    ("train.optimizer.weight_decay=.nan", "train.optimizer.weight_decay: Input should be a finite number"),
+    ("nodes.kd.method.alpha=-.inf", "nodes.kd.method.alpha: Input should be a finite number"),
+])
+def test_booleans_are_not_numbers_flags_are_booleans_and_numbers_are_finite(tiny_raw, item, expected):
+    assert expected in error_of(build_experiment, tiny_raw, [item])
+
+
+def test_a_config_that_is_not_utf8_names_the_file(tmp_path):
+    p = tmp_path / "latin1.yaml"
+    p.write_bytes("name: caf\u00e9\nnodes: {t: {model: resnet8}}\n".encode("latin-1"))
+    assert error_of(load_experiment, p) == f"config file '{p}' is not UTF-8 text (byte 9: invalid continuation byte)."

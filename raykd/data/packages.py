@@ -15,14 +15,14 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from raykd.strict import StrictModel
 from raykd.data.frame_generators import frame_generator
 from raykd.data.image_set import DataBundle, ImageSet, channel_stats
 
 
-class PackagesConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PackagesConfig(StrictModel):
 
     name: Literal["packages"] = "packages"
     frames: int = Field(8, ge=1)

@@ -12,16 +12,14 @@ from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from raykd.methods.memory import SampleMemory
+from raykd.strict import StrictModel
 
 
-class MethodConfig(BaseModel):
+class MethodConfig(StrictModel):
     """Base of every method's config; `name` selects the method."""
-
-    model_config = ConfigDict(extra="forbid", validate_default=True)
 
     name: str
 
