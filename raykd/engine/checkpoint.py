@@ -33,7 +33,15 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
 
 
 def load(path: str | os.PathLike, map_location="cpu") -> Any:
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """A file raykd saved; CheckpointError naming the file when it is truncated, corrupt or foreign (torch's own
+    message, with its advice to load untrusted files with weights_only=False, is not passed on)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001 - zip, pickle and storage errors all mean the same here
+        raise CheckpointError(f"'{path}' is not a readable raykd file: it is truncated, corrupt or was not written "
+                              f"by raykd ({type(e).__name__}).") from None
 
 
 def rng_state() -> dict[str, Any]:
@@ -89,8 +97,8 @@ class ShardedState:
             p = self.path(info["epoch"], k, info["world"])
             try:
                 return load(p)
-            except FileNotFoundError:
-                raise CheckpointError(f"{p} is missing: the checkpoint of epoch {info['epoch']} needs every "
+            except (FileNotFoundError, CheckpointError):
+                raise CheckpointError(f"{p} is missing or unreadable: the checkpoint of epoch {info['epoch']} needs every "
                                       f"rank's shard of the method state. Delete {p.parent.parent / 'checkpoint.pt'} "
                                       f"to restart the node from scratch.") from None
 

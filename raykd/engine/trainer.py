@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from raykd.engine.evaluate import evaluate, topk_correct
 from raykd.engine.optim import build_optimizer, lr_at, set_lr
 from raykd.engine.latency import latency_ms
 from raykd.engine.student_file import load_student, plain_backbone, save_student, weights_fingerprint
-from raykd.errors import ConfigError, NonFiniteLossError
+from raykd.errors import CheckpointError, ConfigError, NonFiniteLossError
 from raykd.methods import build_distiller
 from raykd.methods.base import MethodContext
 
@@ -128,8 +129,8 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
     start_epoch, step, history, best = 0, 0, [], {"val_top1": -1.0, "epoch": 0}
     sharded = ckpt.ShardedState(out, ctx.rank, ctx.world_size)
     ckpt_path = out / CHECKPOINT
-    if ckpt_path.is_file():
-        state = ckpt.load(ckpt_path, map_location=device)
+    state = _resume_state(ckpt_path, device, ctx.rank, log, tag) if ckpt_path.is_file() else None
+    if state is not None:
         distiller.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -240,7 +241,12 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
     last_test = evaluate(distiller.student, test_loader, autocast, heads=distiller)
     last_val = history[-1] if history else {}
     best_student = copy.deepcopy(distiller.student)
-    best_student.load_state_dict(ckpt.load(out / BEST, map_location=device))
+    try:
+        best_student.load_state_dict(ckpt.load(out / BEST, map_location=device))
+    except (CheckpointError, FileNotFoundError) as e:
+        log(f"[{tag}] {e if isinstance(e, CheckpointError) else f'{out / BEST} is missing.'} The best-validation "
+            f"weights are lost: the last epoch's stand in for them.")
+        best = {"val_top1": history[-1]["val/top1"] if history else float("nan"), "epoch": tcfg.epochs}
     best_test = evaluate(best_student, test_loader, autocast)
     result = {
         "params": n_params,
@@ -268,6 +274,19 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
             f"(best val, epoch {best['epoch']})")
     result["history"] = history
     return result
+
+
+def _resume_state(path: Path, device, rank: int, log, tag: str) -> dict[str, Any] | None:
+    """The checkpoint to resume from, or None when it is unreadable: the node then restarts from scratch
+    (a truncated checkpoint must not stop a pipeline for good), and the bad file is kept beside it."""
+    try:
+        return ckpt.load(path, map_location=device)
+    except CheckpointError as e:
+        if rank == 0:
+            bad = path.with_name(path.name + ".corrupt")
+            os.replace(path, bad)
+            log(f"[{tag}] {e} Restarting the node from epoch 1; the unreadable file is kept as {bad.name}.")
+        return None
 
 
 def _check_finite(step: int, total: torch.Tensor, terms: dict[str, torch.Tensor], *, epoch: int, tag: str) -> None:

@@ -82,9 +82,10 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
 
     outcomes: dict[str, NodeOutcome] = {}
     tasks: dict[str, NodeTask] = {}
+    finished = _verified_finished(plan, log)
     for name, pn in plan.items():
         store = NodeStore(pn.dir)
-        if store.done():
+        if finished[name]:
             result = store.result()
             outcomes[name] = NodeOutcome(name, pn, "cached", result, result.get("run_id"), result.get("seconds", 0.0))
             tracker.set_tags(parent_id, {f"raykd.node.{name}.run_id": result.get("run_id", "")})
@@ -144,6 +145,37 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
     return PipelineResult(exp.name, parent_id, uri, outcomes, registered)
 
 
+def _verified_finished(plan: dict[str, PlanNode], log) -> dict[str, bool]:
+    """Which nodes are finished and may be trusted: every finished node's output has its recorded size, and
+    every output a node of this run will read (a parent of a node to train, found until nothing changes)
+    its recorded sha256. A node that fails is marked unfinished, so it trains again, saying why."""
+    finished = {name: NodeStore(pn.dir).has_result() for name, pn in plan.items()}
+    stale: dict[str, str] = {}
+
+    def check(name: str, deep: bool) -> None:
+        problem = NodeStore(plan[name].dir).check(deep)
+        if problem:
+            stale[name], finished[name] = problem, False
+
+    for name in plan:
+        if finished[name]:
+            check(name, deep=False)
+    hashed: set[str] = set()
+    while True:
+        readers = list(dict.fromkeys(p for name, pn in plan.items() if not finished[name] for p in pn.parents
+                                     if finished[p] and p not in hashed))
+        if not readers:
+            break
+        for p in readers:
+            hashed.add(p)
+            check(p, deep=True)
+    for name, problem in stale.items():
+        log(f"raykd: node '{name}' had finished, but {problem}: it is trained again (from its checkpoint where "
+            f"that is intact)")
+        NodeStore(plan[name].dir).unfinish()
+    return finished
+
+
 class _Events:
     def __init__(self, tracker: Tracker, outcomes: dict[str, NodeOutcome], log, open_run):
         self.tracker, self.outcomes, self.log, self.open_run = tracker, outcomes, log, open_run
@@ -161,6 +193,7 @@ class _Events:
         history = result.pop("history", [])
         o.result = {**result, "run_id": o.run_id, "seconds": o.seconds}
         store = NodeStore(o.plan.dir)
+        o.result["output"] = store.fingerprint()
         t = self.tracker
         try:
             skip = (set(history[0]) if history else set()) | {"epochs"}  # already logged per epoch

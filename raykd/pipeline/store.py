@@ -1,11 +1,14 @@
 """A node's folder on the storage path: its checkpoints, its result and its MLflow run id.
 
 `result.json` is written last and atomically; its presence is what "finished" means, so an
-interrupted node is resumed from `checkpoint.pt` and a finished one is never trained again.
+interrupted node is resumed from `checkpoint.pt` and a finished one is never trained again. It records
+the size and sha256 of the node's output (`final.pt` or `packages.pt`): a cached node whose output no
+longer matches is not finished any more (`check`), and is trained again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -26,8 +29,44 @@ class NodeStore:
     def final(self) -> Path:
         return self.path / FINAL
 
+    def has_result(self) -> bool:
+        return (self.path / RESULT).is_file()
+
     def done(self) -> bool:
         return (self.path / RESULT).is_file() and (self.final.is_file() or (self.path / PACKAGES).is_file())
+
+    @property
+    def output(self) -> Path:
+        """What the node produced: a student (`final.pt`), or a package set."""
+        return self.final if self.final.is_file() or not (self.path / PACKAGES).is_file() else self.path / PACKAGES
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The output's name, size and sha256, for result.json."""
+        p = self.output
+        return {"file": p.name, "size": p.stat().st_size, "sha256": _sha256(p)}
+
+    def check(self, deep: bool) -> str | None:
+        """Why a finished node's output cannot be trusted, or None. The size is always compared (a stat);
+        with `deep` the sha256 too (a read of the file), for outputs a node is about to load."""
+        try:
+            recorded = self.result().get("output")
+        except (ValueError, AttributeError):  # not JSON, or not an object
+            return f"{self.path / RESULT} is unreadable"
+        if not recorded:  # finished before outputs were recorded: only whether there is one
+            return None if self.done() else f"{self.output} is missing"
+        p = self.path / recorded["file"]
+        if not p.is_file():
+            return f"{p} is missing"
+        size = p.stat().st_size
+        if size != recorded["size"]:
+            return f"{p} has {size:,} bytes, not the {recorded['size']:,} it had when the node finished"
+        if deep and _sha256(p) != recorded["sha256"]:
+            return f"{p} has changed since the node finished (its sha256 differs)"
+        return None
+
+    def unfinish(self) -> None:
+        """Mark the node unfinished (its result is kept beside, as result.json.stale), so it runs again."""
+        os.replace(self.path / RESULT, self.path / f"{RESULT}.stale")
 
     def result(self) -> dict[str, Any]:
         return json.loads((self.path / RESULT).read_text())
@@ -51,3 +90,10 @@ class NodeStore:
         os.replace(tmp, p)
         return p
 
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
