@@ -157,3 +157,38 @@ def test_infeasible_request_fails_fast_before_anything_is_written(tiny_raw):
 def test_critical_path_orders_long_chains_first():
     parents = {"t": (), "v": (), "s1": ("t",), "s2": ("s1",)}
     assert critical_path(parents) == {"t": 2, "v": 0, "s1": 1, "s2": 0}
+
+
+def _hold_node(node_dir, ready, seconds):
+    from raykd.pipeline.lock import NodeLock
+
+    lock = NodeLock(node_dir)
+    assert lock.try_acquire({"pipeline": "other"})
+    ready.set()
+    time.sleep(seconds)  # then exit without finishing the node, as a run that stopped would
+
+
+def test_a_node_another_run_holds_waits_on_ray_while_the_rest_proceeds(tiny_raw):
+    """The Ray executor asks before it starts a node: one held by another run waits (and is trained here
+    once that run lets go without finishing it), while nodes nobody holds go ahead meanwhile."""
+    import multiprocessing as mp
+
+    from raykd.pipeline import make_plan
+
+    raw = copy.deepcopy(tiny_raw)
+    raw["nodes"] = {"vanilla": {"model": "resnet8"}, "other": {"model": "resnet8", "train": {"seed": 1}}}
+    raw["final"] = "vanilla"
+    exp = build_experiment(raw)
+    ctx = mp.get_context("fork")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold_node, args=(make_plan(exp)["vanilla"].dir, ready, 20))
+    holder.start()
+    assert ready.wait(30)
+    logs = []
+    result = run_pipeline(exp, executor="ray", log=logs.append)
+    holder.join()
+    assert result.ok and {n: o.status for n, o in result.nodes.items()} == {"vanilla": "trained", "other": "trained"}
+    waited = next(i for i, line in enumerate(logs) if "node 'vanilla' is being trained by raykd run 'other'" in line)
+    other_started = next(i for i, line in enumerate(logs) if "node 'other' started" in line)
+    vanilla_started = next(i for i, line in enumerate(logs) if "node 'vanilla' started" in line)
+    assert waited < vanilla_started and other_started < vanilla_started, "the free node did not wait"

@@ -6,6 +6,10 @@ from typing import Any, Protocol
 
 
 class Events(Protocol):
+    def claim(self, name: str) -> str:
+        """'run' (start it now), 'wait' (another run holds it: ask again later) or 'done' (finished elsewhere)."""
+        ...
+
     def on_start(self, name: str) -> None: ...
 
     def on_done(self, name: str, result: dict[str, Any]) -> None: ...

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from raykd.errors import RaykdError
 from raykd.pipeline.events import Events, blocked_by_failure
 from raykd.pipeline.task import NodeTask, run_task
+
+
+POLL_SECONDS = 1.0
 
 
 class LocalExecutor:
@@ -27,6 +32,12 @@ class LocalExecutor:
             if blocker:
                 failed.add(name)
                 events.on_fail(name, RaykdError(f"skipped: its ancestor '{blocker}' failed"))
+                continue
+            claim = events.claim(name)
+            while claim == "wait":  # another run trains it: one node at a time here, so wait for it
+                time.sleep(POLL_SECONDS)
+                claim = events.claim(name)
+            if claim == "done":
                 continue
             events.on_start(name)
             try:

@@ -17,6 +17,8 @@ from raykd.errors import RaykdError, ResourceError
 from raykd.pipeline.events import Events, blocked_by_failure
 from raykd.pipeline.task import NodeTask
 
+POLL_SECONDS = 1.0  # how often a node another run is training is looked at again
+
 # Quieter, faster Ray Train on small machines (see RAY_MLFLOW_NOTES.md); users can override.
 RAY_ENV = {
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
@@ -202,10 +204,19 @@ class RayExecutor:
                     failed.add(name)
                     events.on_fail(name, RaykdError(f"skipped: its ancestor '{blocker}' failed"))
             ready = [n for n in waiting if all(p in finished or p not in tasks for p in parents.get(n, ()))]
+            elsewhere = False  # a ready node another run is training
             for name in sorted(ready, key=lambda n: (-priority[n], order[n])):
                 fits = all(in_use[r] + need[name][r] <= capacity[r] + 1e-9 for r in in_use)
                 if not fits and running:
                     break  # wait for room rather than let a shorter chain overtake
+                claim = events.claim(name)
+                if claim == "wait":
+                    elsewhere = True
+                    continue
+                if claim == "done":
+                    del waiting[name]
+                    finished.add(name)
+                    continue
                 task = waiting.pop(name)
                 for r in in_use:
                     in_use[r] += need[name][r]
@@ -219,8 +230,10 @@ class RayExecutor:
                         task, requests[name], self.storage_path, task.node.resources.max_failures)
                 running[ref] = name
             if not running:
+                if elsewhere:
+                    time.sleep(POLL_SECONDS)
                 continue
-            done, _ = ray.wait(list(running), num_returns=1)
+            done, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS if elsewhere else None)
             for ref in done:
                 name = running.pop(ref)
                 for r in in_use:

@@ -19,6 +19,7 @@ from typing import Any
 from raykd.config import Experiment
 from raykd.data import check_data
 from raykd.errors import RaykdError
+from raykd.pipeline.lock import NodeLock, store_lock
 from raykd.pipeline.plan import PlanNode, make_plan
 from raykd.pipeline.store import PACKAGES, NodeStore
 from raykd.pipeline.task import NodeTask
@@ -60,8 +61,9 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
     runner.check({name: pn.node for name, pn in plan.items()})  # before anything is written
     storage.mkdir(parents=True, exist_ok=True)
     uri = resolve_uri(storage, exp.config.tracking.uri)
-    tracker = Tracker(uri, exp.config.tracking.experiment or exp.name, storage / "mlartifacts")
-    stale = tracker.close_stale(exp.name, socket.gethostname())
+    with store_lock(storage):  # two runs starting on a new store would both create the MLflow tables
+        tracker = Tracker(uri, exp.config.tracking.experiment or exp.name, storage / "mlartifacts")
+        stale = tracker.close_stale(exp.name, socket.gethostname())
     if stale:
         log(f"raykd: marked {len(stale)} run(s) of an earlier, killed invocation as KILLED")
     source = {"mlflow.user": _user(), "mlflow.source.name": exp.source or "", "mlflow.source.type": "LOCAL"}
@@ -94,23 +96,47 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
             log(f"raykd: node '{name}' is cached ({pn.dir.name}); not retraining")
             continue
         teacher, init = pn.node.teacher, pn.node.init
-        run_id = store.run_id()
-        if run_id and tracker.reattach(run_id, parent_id):
-            tracker.set_tags(run_id, _node_tags(name, plan, outcomes, exp, source))
-            tracker.set_tags(parent_id, {f"raykd.node.{name}.run_id": run_id})
-            log(f"raykd: node '{name}' resumes (run {run_id})")
-        else:
-            run_id = None  # opened when the node starts, so its MLflow start time is the real one
-        store.write_text("config.yaml", _node_yaml(pn))
-        outcomes[name] = NodeOutcome(name, pn, "pending", run_id=run_id)
+        outcomes[name] = NodeOutcome(name, pn, "pending")
         tasks[name] = NodeTask(
             name=name, hash=pn.hash, node=pn.node, out_dir=str(pn.dir),
             teacher_path=str(plan[teacher].dir / "final.pt") if teacher else None,
             init_path=str(plan[init].dir / "final.pt") if init else None,
             member_paths={m: str(plan[m].dir / "final.pt") for m in pn.node.members} or None,
             dataset_path=str(plan[pn.node.dataset].dir / PACKAGES) if pn.node.dataset else None,
-            data_cache=str(storage / "data_cache"), tracking_uri=uri, run_id=run_id,
+            data_cache=str(storage / "data_cache"), tracking_uri=uri, run_id=None,
         )
+
+    locks: dict[str, NodeLock] = {}
+    told: set[str] = set()
+
+    def claim(name: str) -> str:
+        """Whether this run may start `name` now: 'run' (its lock is ours), 'wait' (another run is training
+        it) or 'done' (another run finished it while we waited: it is reported as cached)."""
+        o = outcomes[name]
+        store = NodeStore(o.plan.dir)
+        lock = locks.setdefault(name, NodeLock(o.plan.dir))
+        if not lock.try_acquire({"pipeline": exp.name}):
+            if name not in told:
+                told.add(name)
+                log(f"raykd: node '{name}' is being trained by {lock.holder()}; waiting to use its result")
+            return "wait"
+        if store.has_result() and store.check(deep=True) is None:  # finished by the run we waited for
+            lock.release()
+            result = store.result()
+            o.status, o.result, o.run_id, o.seconds = "cached", result, result.get("run_id"), result.get("seconds", 0.0)
+            tracker.set_tags(parent_id, {f"raykd.node.{name}.run_id": result.get("run_id", "")})
+            log(f"raykd: node '{name}' was trained by another run meanwhile ({o.plan.dir.name}); using it")
+            return "done"
+        if store.has_result():
+            store.unfinish()
+        run_id = store.run_id()  # an interrupted node continues its MLflow run
+        if run_id and tracker.reattach(run_id, parent_id):
+            tracker.set_tags(run_id, _node_tags(name, plan, outcomes, exp, source))
+            tracker.set_tags(parent_id, {f"raykd.node.{name}.run_id": run_id})
+            o.run_id = tasks[name].run_id = run_id
+            log(f"raykd: node '{name}' resumes (run {run_id})")
+        store.write_text("config.yaml", _node_yaml(o.plan))
+        return "run"
 
     def open_run(name: str) -> str:
         """The node's MLflow run, created as it starts (its parents' run ids are known by then)."""
@@ -123,7 +149,7 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
             tasks[name].run_id = o.run_id  # only nodes to run are started or skipped
         return o.run_id
 
-    events = _Events(tracker, outcomes, log, open_run)
+    events = _Events(tracker, outcomes, log, open_run, claim, locks)
     parents = {name: pn.parents for name, pn in plan.items()}
     ok = False
     try:
@@ -131,6 +157,8 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
             runner.execute(tasks, parents, events)
         ok = all(o.status in ("trained", "cached") for o in outcomes.values())
     except BaseException:
+        for lock in locks.values():
+            lock.release()
         for o in outcomes.values():
             if o.status in ("pending", "running") and o.run_id:
                 tracker.client.set_terminated(o.run_id, "KILLED")
@@ -177,9 +205,14 @@ def _verified_finished(plan: dict[str, PlanNode], log) -> dict[str, bool]:
 
 
 class _Events:
-    def __init__(self, tracker: Tracker, outcomes: dict[str, NodeOutcome], log, open_run):
+    def __init__(self, tracker: Tracker, outcomes: dict[str, NodeOutcome], log, open_run, claim, locks):
         self.tracker, self.outcomes, self.log, self.open_run = tracker, outcomes, log, open_run
+        self.claim, self.locks = claim, locks
         self.started: dict[str, float] = {}
+
+    def _release(self, name: str) -> None:
+        if name in self.locks:
+            self.locks[name].release()
 
     def on_start(self, name: str) -> None:
         self.open_run(name)
@@ -208,6 +241,7 @@ class _Events:
             t.finish(o.run_id, True)
         finally:
             store.write_result(o.result)  # the node is finished even if tracking hiccuped
+            self._release(name)
         o.status = "trained"
         outcome = f"test top-1 {result['test/top1']:.2f}%" if "test/top1" in result else \
             ", ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in result.items() if isinstance(v, float))
@@ -218,6 +252,7 @@ class _Events:
         skipped = str(error).startswith("skipped:")
         o.status = "skipped" if skipped else "failed"
         o.error = str(error)
+        self._release(name)
         self.open_run(name)  # a skipped node gets its (killed) run too, so MLflow shows why
         if o.run_id:
             self.tracker.client.set_tag(o.run_id, "raykd.error", str(error)[:5000])
@@ -259,11 +294,12 @@ def _register(tracker: Tracker, exp: Experiment, final: NodeOutcome, log) -> tup
     from raykd.engine import load_student
 
     name = exp.config.tracking.register_as or f"{exp.name}-{final.name}"
-    existing = tracker.registered_from(name, final.run_id)
-    if existing is not None:
-        return name, existing
-    model, _ = load_student(NodeStore(final.plan.dir).final)
-    version = tracker.register_student(final.run_id, model, name)
+    with store_lock(exp.storage):  # two runs of one pipeline must not both register the node
+        existing = tracker.registered_from(name, final.run_id)
+        if existing is not None:
+            return name, existing
+        model, _ = load_student(NodeStore(final.plan.dir).final)
+        version = tracker.register_student(final.run_id, model, name)
     log(f"raykd: registered '{final.name}' as MLflow model '{name}' version {version} (alias @final)")
     return name, version
 
