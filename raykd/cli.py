@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=("ray", "local"), default="ray",
                      help="ray: each node a Ray Train run, independent nodes concurrently (default); local: in-process, one by one")
     run.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    run.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
+    run.add_argument("--num-cpus", type=_positive_int, default=None, help="CPUs for a local Ray (default: all)")
     run.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     run.set_defaults(func=cmd_run)
 
@@ -86,6 +86,16 @@ def cmd_run(args) -> int:
     print()
     print(format_table(result))
     return 0 if result.ok else 1
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of CPUs >= 1, got '{text}'")
+    return value
 
 
 def cmd_eval(args) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from raykd.errors import ConfigError
 from raykd.strict import StrictModel
@@ -110,6 +110,15 @@ class TrackingConfig(Strict):
     uri: str | None = None
     experiment: str | None = None
     register_as: str | None = None
+
+    @field_validator("register_as")
+    @classmethod
+    def _registrable(cls, v: str | None) -> str | None:
+        """MLflow refuses these names only when it registers, after training: refuse them here."""
+        if v is not None and (not v.strip() or any(c in v for c in "/:") or ".." in v or v != v.strip()
+                              or not v.isprintable() or len(v) > 256):
+            raise ValueError("a registered model name must be printable text without '/', ':', '..' or edge spaces")
+        return v
 
 
 class ExperimentConfig(Strict):
@@ -243,7 +252,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file '{path}' cannot be read: {e.strerror or e}.") from None
     try:
         raw = load_yaml(text)
-    except DuplicateKeyError as e:
+    except ConfigShapeError as e:
         raise ConfigError(f"config file '{path}': {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from None
@@ -252,8 +261,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
-class DuplicateKeyError(yaml.YAMLError):
-    pass
+class ConfigShapeError(yaml.YAMLError):
+    """Valid YAML that raykd still refuses to read (a key given twice, an alias bomb); the text says why."""
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -269,16 +278,46 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 key = self.construct_object(key_node, deep=True)
                 line = key_node.start_mark.line + 1
                 if isinstance(key, typing.Hashable) and key in seen:
-                    raise DuplicateKeyError(f"key '{key}' appears twice in one mapping (lines {seen[key]} and {line}); "
+                    raise ConfigShapeError(f"key '{key}' appears twice in one mapping (lines {seen[key]} and {line}); "
                                             f"keep one.")
                 if isinstance(key, typing.Hashable):
                     seen[key] = line
         return super().construct_mapping(node, deep)
 
 
+YAML_MAX_NODES = 1_000_000  # after aliases are expanded: a real config has a few hundred
+
+
 def load_yaml(text: str) -> Any:
-    """YAML as configs and overrides are read: safe types only, duplicate keys refused."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)
+    """YAML as configs and overrides are read: safe types only, duplicate keys refused, and a bounded size
+    once aliases are expanded (nine nested aliases of nine make 9^9 values: an "alias bomb" that would
+    exhaust memory when the config is merged and validated)."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        try:
+            size = _expanded_size(node, {})
+        except RecursionError:
+            size = YAML_MAX_NODES + 1
+        if size > YAML_MAX_NODES:
+            raise ConfigShapeError(f"it expands to more than {YAML_MAX_NODES:,} values once its aliases (*name) are "
+                                    f"resolved; a config is far smaller, so it is refused")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    if id(node) not in memo:
+        if isinstance(node, yaml.SequenceNode):
+            memo[id(node)] = 1 + sum(_expanded_size(n, memo) for n in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            memo[id(node)] = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+        else:
+            memo[id(node)] = 1
+    return memo[id(node)]
 
 
 def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
@@ -327,7 +366,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         raise ConfigError(f"override '{item}' must look like 'section.key=value' (e.g. train.epochs=3).")
     try:
         parsed = load_yaml(value) if value != "" else ""
-    except DuplicateKeyError as e:
+    except ConfigShapeError as e:
         raise ConfigError(f"override '{item}': {e}") from None
     except yaml.YAMLError:
         parsed = value

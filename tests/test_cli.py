@@ -46,6 +46,45 @@ def test_config_mistakes_exit_2_with_one_clear_message(tmp_path):
     assert r.returncode == 2 and "nodes.kd.teacher: no node named 'teachr'" in r.stderr
 
 
+def _crafted(path, **blob):
+    import torch
+
+    torch.save({"format": 1, **blob}, path)
+    return str(path)
+
+
+def _cases(tmp_path):
+    """(arguments, what the one paragraph must say) for inputs that used to end in a traceback."""
+    (tmp_path / "afile").write_text("x")
+    bad_weights = dict(model="resnet8", num_classes=10, model_kwargs={}, mean=[0.0] * 3, std=[1.0] * 3, data={},
+                       state_dict={"x": 1})
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(b"PK\x03\x04 not really a zip")
+    return [
+        (["run", "conf/digits/kd.yaml", f"storage={tmp_path / 'afile'}"], "storage: '" + str(tmp_path / "afile") + "' is a file"),
+        (["run", "conf/digits/kd.yaml", f"storage={tmp_path / 'afile' / 'sub'}"], "' is a file; storage names a folder"),
+        (["run", "conf/digits/kd.yaml", "storage=/proc/raykd-store"], "storage: '/proc/raykd-store' cannot be written"),
+        (["run", "conf/digits/kd.yaml", "--num-cpus", "-1"], "argument --num-cpus: expected a whole number of CPUs >= 1, got '-1'"),
+        (["run", "conf/digits/kd.yaml", "--num-cpus", "two"], "expected a whole number of CPUs >= 1, got 'two'"),
+        (["run", "conf/digits/kd.yaml", "tracking.register_as=team:model"], "tracking.register_as: a registered model name"),
+        (["run", "conf/digits/kd.yaml", "nodes.studnt.model=resnet20"], "no node named 'studnt'. Did you mean 'student'?"),
+        (["eval", "/"], "student file not found: '/'"),
+        (["eval", _crafted(tmp_path / "header.pt", model="resnet8")], "header.pt' is not a usable raykd student file: its 'num_classes' is missing"),
+        (["eval", _crafted(tmp_path / "model.pt", **{**bad_weights, "model": "os.system"})], "it names the model 'os.system'"),
+        (["eval", _crafted(tmp_path / "weights.pt", **bad_weights)], "its weights do not build a resnet8"),
+        (["eval", str(truncated)], "truncated.pt' is not a readable raykd file"),
+    ]
+
+
+def test_inputs_that_used_to_crash_exit_2_with_one_paragraph(tmp_path):
+    for args, expected in _cases(tmp_path):
+        r = raykd(*args, cwd=REPO)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert expected in r.stderr and "Traceback" not in r.stderr + r.stdout, (args, r.stderr)
+        assert "weights_only" not in r.stderr
+    assert not list((tmp_path / "afile").parent.glob("afile/*")) and (tmp_path / "afile").read_text() == "x"
+
+
 def test_print_config_shows_resolved_nodes():
     r = raykd("run", "conf/quickstart.yaml", "train.epochs=3", "--print-config")
     assert r.returncode == 0, r.stderr

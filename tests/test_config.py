@@ -3,8 +3,12 @@
 import pytest
 import yaml
 
+from pathlib import Path
+
 from raykd.config import apply_override, build_experiment, load_experiment
 from raykd.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def write(tmp_path, raw, name="exp.yaml"):
@@ -231,3 +235,20 @@ def test_a_config_that_is_not_utf8_names_the_file(tmp_path):
     p = tmp_path / "latin1.yaml"
     p.write_bytes("name: caf\u00e9\nnodes: {t: {model: resnet8}}\n".encode("latin-1"))
     assert error_of(load_experiment, p) == f"config file '{p}' is not UTF-8 text (byte 9: invalid continuation byte)."
+
+
+# --- the corpus of malformed configs: each names the file and the field ------------------------------------
+
+MALFORMED = sorted((REPO_ROOT / "tests" / "fixtures" / "malformed").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", MALFORMED, ids=lambda p: p.stem)
+def test_each_malformed_config_gets_one_paragraph_naming_its_file_and_field(path):
+    expect = path.read_bytes().split(b"\n", 1)[0].decode().removeprefix("# expect: ")
+    msg = error_of(load_experiment, path)
+    assert expect in msg and str(path) in msg, msg
+    assert "Traceback" not in msg and len(msg) < 2000
+
+
+def test_the_corpus_is_large():
+    assert len(MALFORMED) >= 30

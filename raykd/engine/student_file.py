@@ -80,7 +80,30 @@ def read_student(path: str | Path) -> dict[str, Any]:
         raise RaykdError(f"'{path}' is not a raykd student file ({type(e).__name__}: {e}).") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise RaykdError(f"'{path}' is not a raykd student file (no format {FORMAT} header).")
+    problem = _blob_problem(blob)
+    if problem:
+        raise RaykdError(f"'{path}' is not a usable raykd student file: {problem}.")
     return blob
+
+
+_FIELDS = {"model": str, "num_classes": int, "model_kwargs": dict, "mean": list, "std": list, "data": dict}
+
+
+def _blob_problem(blob: dict[str, Any]) -> str | None:
+    """What is wrong with a student file's header (a damaged or hand-made file), or None."""
+    for key, typ in _FIELDS.items():
+        if not isinstance(blob.get(key), typ):
+            return f"its '{key}' is {'missing' if key not in blob else f'a {type(blob[key]).__name__}, not a {typ.__name__}'}"
+    if blob["model"] == "ensemble":
+        members = blob.get("members")
+        if not isinstance(members, list) or not members or not all(isinstance(m, dict) for m in members):
+            return "an ensemble without its members"
+        return next((p for p in map(_blob_problem, members) if p), None)
+    if blob["model"] not in models.list_models():
+        return f"it names the model '{blob['model']}', which this raykd does not have"
+    if not isinstance(blob.get("state_dict"), dict):
+        return "it holds no weights"
+    return None
 
 
 def build_student(blob: dict[str, Any]) -> torch.nn.Module:
@@ -99,7 +122,12 @@ def build_student(blob: dict[str, Any]) -> torch.nn.Module:
 def load_student(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the student from `final.pt`; returns (model in eval mode, metadata)."""
     blob = read_student(path)
-    model = build_student(blob).to(device)
+    try:
+        model = build_student(blob).to(device)
+    except (RuntimeError, TypeError, ValueError, KeyError) as e:  # weights that do not fit the model it names
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RaykdError(f"'{path}' is not a usable raykd student file: its weights do not build a "
+                         f"{blob['model']} ({first[:300]}).") from None
     meta = {k: v for k, v in blob.items() if k not in ("state_dict", "members", "stage_heads")}
     meta["stage_heads"] = len(blob["stage_heads"]["channels"]) if blob.get("stage_heads") else 0
     return model, meta

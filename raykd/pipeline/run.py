@@ -18,7 +18,7 @@ from typing import Any
 
 from raykd.config import Experiment
 from raykd.data import check_data
-from raykd.errors import RaykdError
+from raykd.errors import ConfigError, RaykdError
 from raykd.pipeline.lock import NodeLock, store_lock
 from raykd.pipeline.plan import PlanNode, make_plan
 from raykd.pipeline.store import PACKAGES, NodeStore
@@ -55,6 +55,7 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
                  log=print) -> PipelineResult:
     plan = make_plan(exp)
     storage = exp.storage
+    check_storage(storage)
     for name, pn in plan.items():  # a wrong data path fails here, not minutes later in a worker
         check_data(pn.node.data, where=f"nodes.{name}.data")
     runner = _make_executor(executor, storage, address, num_cpus, log)
@@ -171,6 +172,24 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
         registered = _register(tracker, exp, final, log)
     tracker.finish(parent_id, ok)
     return PipelineResult(exp.name, parent_id, uri, outcomes, registered)
+
+
+def check_storage(storage: Path) -> None:
+    """The storage must be a folder this process can write (checked before anything trains, so a file or a
+    read-only mount is a sentence, not a traceback after the first epoch or MLflow's minutes of retries)."""
+    existing = storage
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == storage else f"cannot be created: '{existing}' is a file"
+        raise ConfigError(f"storage: '{storage}' {what}; storage names a folder (it is created if missing).")
+    probe = existing / f".raykd-write-probe-{os.getpid()}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as e:
+        raise ConfigError(f"storage: '{storage}' cannot be written here ({e.strerror or e} in '{existing}'); "
+                          f"choose a folder you can write, e.g. storage=~/raykd-runs.") from None
 
 
 def _verified_finished(plan: dict[str, PlanNode], log) -> dict[str, bool]:
