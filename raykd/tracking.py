@@ -24,6 +24,46 @@ def resolve_uri(storage: Path, configured: str | None) -> str:
     return f"sqlite:///{(Path(storage).resolve() / 'mlflow.db').as_posix()}"
 
 
+def relocate_store(storage: Path) -> str | None:
+    """Make a copied or moved store's own MLflow database point at where the store is now. MLflow records
+    absolute artifact locations (experiments, runs, model versions, logged models), so a copy would
+    otherwise keep writing into, and reading from, the original folder. Returns the old folder, or None
+    when the store is where it was made (or has no database yet)."""
+    import sqlite3
+
+    db = Path(storage) / "mlflow.db"
+    if not db.is_file():
+        return None
+    here = Path(storage).resolve()
+    new_root = (here / "mlartifacts").as_uri()
+    con = sqlite3.connect(db, timeout=60)
+    try:
+        try:
+            rows = con.execute("SELECT artifact_location FROM experiments").fetchall()
+        except sqlite3.DatabaseError:
+            return None
+        olds = {loc[: loc.index("/mlartifacts") + len("/mlartifacts")] for (loc,) in rows
+                if loc and loc.startswith("file://") and "/mlartifacts" in loc} - {new_root}
+        if len(olds) != 1:
+            return None  # in place, or not a store raykd laid out: leave it alone
+        old_root = olds.pop()
+        old_dir = old_root[len("file://"): -len("/mlartifacts")]
+        columns = {t: {r[1] for r in con.execute(f"PRAGMA table_info({t})")} for t in
+                   ("experiments", "runs", "model_versions", "logged_models", "tags")}
+        for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                              ("model_versions", "storage_location"), ("logged_models", "artifact_location")):
+            if column in columns[table]:
+                con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                            f"WHERE substr({column}, 1, ?) = ?", (new_root, len(old_root) + 1, len(old_root), old_root))
+        if "value" in columns["tags"]:
+            con.execute("UPDATE tags SET value = ? || substr(value, ?) WHERE key IN ('raykd.node_dir', 'raykd.storage') "
+                        "AND substr(value, 1, ?) = ?", (str(here), len(old_dir) + 1, len(old_dir), old_dir))
+        con.commit()
+        return old_dir
+    finally:
+        con.close()
+
+
 @contextlib.contextmanager
 def fluent_uri(uri: str):
     """Point MLflow's global (fluent) API at `uri` for one block, then restore what was there,

@@ -131,3 +131,47 @@ def test_a_damaged_student_file_names_itself_without_torch_advice(tmp_path, dama
         assert str(path) in str(e) and "weights_only" not in str(e)
     else:  # a flipped byte inside a tensor's data is still a readable file: the result's sha256 catches that
         assert damage is flip_a_byte
+
+
+# --- a store is self-contained: copy it or move it, and it keeps working where it is ----------------------
+
+def _artifact_files(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("how", ["copied", "moved"])
+def test_a_copied_or_moved_store_writes_and_reads_its_own_artifacts(tmp_path, trained, how):
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    raw, first, plan = trained
+    old = tmp_path / "runs"
+    assert old == build_experiment(raw).storage
+    new = tmp_path / f"runs-{how}"
+    before = _artifact_files(old / "mlartifacts")
+    if how == "copied":
+        shutil.copytree(old, new, symlinks=True)
+    else:
+        old.rename(new)
+    logs = []
+    raw2 = dict(copy.deepcopy(raw), storage=str(new))
+    again = run_pipeline(build_experiment(raw2, ["+nodes.extra.model=resnet8", "+nodes.extra.train.seed=9"]),
+                         executor="local", log=logs.append)
+    assert again.ok and again.nodes["teacher"].status == "cached" and again.nodes["extra"].status == "trained"
+    assert any(f"copied or moved from '{old}'" in line for line in logs)
+    client = MlflowClient(again.tracking_uri)
+    assert str(new / "mlflow.db") in again.tracking_uri
+    for name in ("extra", "teacher"):
+        uri = client.get_run(again.nodes[name].run_id).info.artifact_uri
+        assert uri.startswith((new / "mlartifacts").as_uri()), (name, uri)
+        assert client.list_artifacts(again.nodes[name].run_id), f"{name}'s artifacts are readable in the new place"
+    if how == "copied":
+        assert _artifact_files(old / "mlartifacts") == before, "nothing written into the original store"
+    assert not any("copied or moved" in line for line in _rerun(raw2)), "relocated once"
+
+
+def _rerun(raw):
+    logs = []
+    assert run_pipeline(build_experiment(raw), executor="local", log=logs.append).ok
+    return logs

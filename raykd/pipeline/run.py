@@ -24,7 +24,7 @@ from raykd.pipeline.plan import PlanNode, make_plan
 from raykd.pipeline.store import PACKAGES, NodeStore
 from raykd.pipeline.task import NodeTask
 from raykd.plots import accuracy_curve
-from raykd.tracking import Tracker, resolve_uri
+from raykd.tracking import Tracker, relocate_store, resolve_uri
 
 
 @dataclass
@@ -63,6 +63,11 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
     storage.mkdir(parents=True, exist_ok=True)
     uri = resolve_uri(storage, exp.config.tracking.uri)
     with store_lock(storage):  # two runs starting on a new store would both create the MLflow tables
+        if uri == resolve_uri(storage, None) and not os.environ.get("MLFLOW_TRACKING_URI"):
+            moved_from = relocate_store(storage)
+            if moved_from:
+                log(f"raykd: this store was copied or moved from '{moved_from}': its MLflow records now point "
+                    f"at '{storage}'")
         tracker = Tracker(uri, exp.config.tracking.experiment or exp.name, storage / "mlartifacts")
         stale = tracker.close_stale(exp.name, socket.gethostname())
     if stale:
