@@ -64,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
 
     ui = sub.add_parser("ui", help="serve the MLflow UI of a local store on 127.0.0.1")
     ui.add_argument("--storage", default="runs", help="storage path holding mlflow.db (default: runs)")
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--port", type=_positive_int, default=None,
+                    help="port to serve on (default: 5000, or a free one if 5000 is taken)")
     ui.add_argument("--host", default="127.0.0.1")
     ui.set_defaults(func=cmd_ui)
     return p
@@ -161,6 +162,39 @@ def cmd_methods(args) -> int:
     return 0
 
 
+UI_PORT = 5000
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _ui_port(host: str, requested: int | None) -> int:
+    """The port the UI will serve on: the one asked for, which must be free (another server answering there
+    would show another store), or 5000, or a free one when 5000 is taken (and then it says so)."""
+    import socket
+
+    if requested is not None:
+        if not _port_free(host, requested):
+            raise RaykdError(f"port {requested} on {host} is in use by another program, so the UI would not be "
+                             f"this store's: choose another --port, or leave --port out to pick a free one.")
+        return requested
+    if _port_free(host, UI_PORT):
+        return UI_PORT
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    print(f"raykd: port {UI_PORT} is in use by another program; serving on port {port} instead", file=sys.stderr)
+    return port
+
+
 def cmd_ui(args) -> int:
     import subprocess
     import time
@@ -178,14 +212,15 @@ def cmd_ui(args) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    port = _ui_port(args.host, args.port)
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db.as_posix()}",
-           "--host", args.host, "--port", str(args.port)]
+           "--host", args.host, "--port", str(port)]
     proc = subprocess.Popen(cmd, env=env, stdout=sys.stderr)  # our stdout carries just the URL
-    url = f"http://{args.host}:{args.port}"
+    url = f"http://{args.host}:{port}"
     for _ in range(120):
         if proc.poll() is not None:
-            raise RaykdError(f"the MLflow server exited (code {proc.returncode}); is port {args.port} free?")
+            raise RaykdError(f"the MLflow server exited (code {proc.returncode}) before it served on port {port}.")
         try:
             urllib.request.urlopen(url + "/health", timeout=1)
             break

@@ -191,3 +191,28 @@ def test_ui_serves_the_local_store(trained):
         proc.wait(timeout=30)
     r = raykd("ui", "--storage", str(tmp_path / "nowhere"))
     assert r.returncode == 2 and "no MLflow store" in r.stderr
+
+
+def test_ui_never_shows_another_servers_store(trained):
+    import socket
+
+    from raykd.cli import _ui_port
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        r = raykd("ui", "--storage", str(trained / "runs"), "--port", str(port))
+        assert r.returncode == 2 and f"port {port} on 127.0.0.1 is in use by another program" in r.stderr
+        assert "Traceback" not in r.stderr
+        import raykd.cli as cli
+
+        saved, cli.UI_PORT = cli.UI_PORT, port  # the default port taken: another one, said out loud
+        try:
+            chosen = _ui_port("127.0.0.1", None)
+        finally:
+            cli.UI_PORT = saved
+        assert chosen != port and chosen > 0
+    finally:
+        busy.close()
