@@ -9,6 +9,7 @@ created once by the driver before any worker touches it; `MLFLOW_TRACKING_URI` w
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from pathlib import Path
@@ -97,15 +98,48 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-class MetricLogger:
-    """What a worker holds: a client and a run id. Picklable, so Ray can ship it."""
+PENDING = "mlflow-pending.jsonl"  # in a node's folder: metrics MLflow did not take yet, uploaded later
+RETRY_SECONDS = 60.0  # after a failed upload, how long to keep metrics on disk before asking MLflow again
 
-    def __init__(self, uri: str, run_id: str):
-        self.uri, self.run_id = uri, run_id
+# MLflow's HTTP client retries a dead server for minutes per call by default; raykd keeps what it could
+# not upload on disk instead, so a call may give up quickly. Users can still set these themselves.
+for _k, _v in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}.items():
+    os.environ.setdefault(_k, _v)
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """An HTTP tracking server must answer within seconds, before anything trains (MLflow's own client
+    would retry for minutes first, then fail with a traceback)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).read()
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise RaykdError(f"the MLflow tracking server at {uri} does not answer ({reason}); nothing was trained. "
+                         f"Start it, or point MLFLOW_TRACKING_URI / tracking.uri at one that runs (unset both to "
+                         f"use the store's own database).") from None
+
+
+class MetricLogger:
+    """What a worker holds: a client and a run id. Picklable, so Ray can ship it.
+
+    A metric upload that fails never fails training: the metrics are appended to the node folder's
+    `mlflow-pending.jsonl` (with a warning, once), and uploaded, in order, by the next upload that
+    succeeds, by the driver when the node is done, or by the next run that finds the node cached."""
+
+    def __init__(self, uri: str, run_id: str, spool_dir: Path | str | None = None, log=print):
+        self.uri, self.run_id, self.log = uri, run_id, log
+        self.spool = Path(spool_dir) / PENDING if spool_dir is not None else None
         self._client = None
+        self._failed_at: float | None = None
 
     def __getstate__(self):
-        return {"uri": self.uri, "run_id": self.run_id, "_client": None}
+        return {**self.__dict__, "_client": None, "log": print}
 
     @property
     def client(self):
@@ -116,12 +150,61 @@ class MetricLogger:
         return self._client
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self.spool is None:
+            return self._upload(metrics, step)
+        if self._failed_at is not None and time.time() - self._failed_at < RETRY_SECONDS:
+            return self.keep(metrics, step)
+        try:
+            self.flush()
+            self._upload(metrics, step)
+            self._failed_at = None
+        except Exception as e:  # noqa: BLE001 - any tracking failure: keep the metrics, never fail training
+            if self._failed_at is None:
+                self.log(f"raykd: MLflow at {self.uri} did not take this node's metrics ({type(e).__name__}); "
+                         f"training goes on and they are kept in {self.spool} until it answers")
+            self._failed_at = time.time()
+            self.keep(metrics, step)
+
+    @property
+    def failed(self) -> bool:
+        """Whether the last upload failed (what it carried is kept on disk)."""
+        return self._failed_at is not None
+
+    def flush(self) -> int:
+        """Upload what was kept on disk (raises if MLflow still fails); returns how many epochs went up."""
+        if self.spool is None or not self.spool.is_file():
+            return 0
+        lines = [json.loads(line) for line in self.spool.read_text().splitlines() if line.strip()]
+        for entry in lines:
+            self._upload(entry["metrics"], entry["step"], entry.get("time"))
+        self.spool.unlink()
+        return len(lines)
+
+    def replay(self, history: list[dict[str, Any]], key: str = "train/loss") -> None:
+        """After a resume: log the epochs of `history` MLflow does not have yet (a run stopped between
+        writing its checkpoint and logging that epoch's metrics)."""
+        try:
+            logged = {m.step for m in self.client.get_metric_history(self.run_id, _clean(key))}
+        except Exception:  # noqa: BLE001
+            return
+        for h in history:
+            if h["epoch"] not in logged:
+                self.log_metrics({k: v for k, v in h.items() if k != "epoch"}, h["epoch"])
+
+    def _upload(self, metrics: dict[str, float], step: int, at: int | None = None) -> None:
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        now = at or int(time.time() * 1000)
         batch = [Metric(_clean(k), float(v), now, step) for k, v in metrics.items() if _is_number(v)]
         for i in range(0, len(batch), 900):
             self.client.log_batch(self.run_id, metrics=batch[i : i + 900])
+
+    def keep(self, metrics: dict[str, float], step: int) -> None:
+        entry = {"step": step, "time": int(time.time() * 1000),
+                 "metrics": {k: float(v) for k, v in metrics.items() if _is_number(v)}}
+        self.spool.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.spool, "a") as f:
+            f.write(json.dumps(entry) + "\n")
 
 
 class Tracker:
@@ -135,6 +218,7 @@ class Tracker:
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # schema-creation chatter
         logging.getLogger("alembic").setLevel(logging.WARNING)
         self.uri = uri
+        check_server(uri)
         # No mlflow.set_tracking_uri here: MLflow 3 also exports it as $MLFLOW_TRACKING_URI, which
         # would leak this store into every later pipeline of the process (see fluent_uri).
         self.client = MlflowClient(uri, registry_uri=uri)

@@ -50,6 +50,7 @@ class RunContext:
     data_cache: Path | None = None
     on_start: Callable[[dict[str, Any]], None] | None = None
     on_epoch: Callable[[int, dict[str, float]], None] | None = None
+    on_resume: Callable[[list[dict[str, Any]]], None] | None = None  # the resumed history (epochs already done)
     log: Callable[[str], None] = print
     tag: str = ""
     live: bool = False  # redraw an in-epoch progress line (only when a terminal is attached)
@@ -140,6 +141,8 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
         ckpt.set_rng_state(state["rng"])
         start_epoch, step, history, best = state["epoch"], state["step"], state["history"], state["best"]
         log(f"[{tag}] resuming from {ckpt_path} after epoch {start_epoch}/{tcfg.epochs}")
+        if ctx.on_resume and is_main:
+            ctx.on_resume(history)  # epochs whose metrics a stop between checkpoint and logging lost
 
     n_params = models.count_parameters(student)
     if ctx.on_start and is_main:

@@ -24,7 +24,7 @@ from raykd.pipeline.plan import PlanNode, make_plan
 from raykd.pipeline.store import PACKAGES, NodeStore
 from raykd.pipeline.task import NodeTask
 from raykd.plots import accuracy_curve
-from raykd.tracking import Tracker, relocate_store, resolve_uri
+from raykd.tracking import PENDING, MetricLogger, Tracker, relocate_store, resolve_uri
 
 
 @dataclass
@@ -95,6 +95,7 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
         store = NodeStore(pn.dir)
         if finished[name]:
             result = store.result()
+            _upload_pending(uri, result.get("run_id"), pn.dir, name, log)
             outcomes[name] = NodeOutcome(name, pn, "cached", result, result.get("run_id"), result.get("seconds", 0.0))
             tracker.set_tags(parent_id, {f"raykd.node.{name}.run_id": result.get("run_id", "")})
             if result.get("run_id"):
@@ -114,6 +115,7 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
 
     locks: dict[str, NodeLock] = {}
     told: set[str] = set()
+    events = _Events(tracker, outcomes, log, None, None, locks)
 
     def claim(name: str) -> str:
         """Whether this run may start `name` now: 'run' (its lock is ours), 'wait' (another run is training
@@ -130,15 +132,15 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
             lock.release()
             result = store.result()
             o.status, o.result, o.run_id, o.seconds = "cached", result, result.get("run_id"), result.get("seconds", 0.0)
-            tracker.set_tags(parent_id, {f"raykd.node.{name}.run_id": result.get("run_id", "")})
+            events.safe(tracker.set_tags, parent_id, {f"raykd.node.{name}.run_id": result.get("run_id", "")})
             log(f"raykd: node '{name}' was trained by another run meanwhile ({o.plan.dir.name}); using it")
             return "done"
         if store.has_result():
             store.unfinish()
         run_id = store.run_id()  # an interrupted node continues its MLflow run
-        if run_id and tracker.reattach(run_id, parent_id):
-            tracker.set_tags(run_id, _node_tags(name, plan, outcomes, exp, source))
-            tracker.set_tags(parent_id, {f"raykd.node.{name}.run_id": run_id})
+        if run_id and events.safe(tracker.reattach, run_id, parent_id):
+            events.safe(tracker.set_tags, run_id, _node_tags(name, plan, outcomes, exp, source))
+            events.safe(tracker.set_tags, parent_id, {f"raykd.node.{name}.run_id": run_id})
             o.run_id = tasks[name].run_id = run_id
             log(f"raykd: node '{name}' resumes (run {run_id})")
         store.write_text("config.yaml", _node_yaml(o.plan))
@@ -148,14 +150,16 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
         """The node's MLflow run, created as it starts (its parents' run ids are known by then)."""
         o = outcomes[name]
         if o.run_id is None:
-            o.run_id = tracker.create_child(parent_id, name, _node_tags(name, plan, outcomes, exp, source),
-                                            _node_params(o.plan))
+            o.run_id = events.safe(tracker.create_child, parent_id, name,
+                                   _node_tags(name, plan, outcomes, exp, source), _node_params(o.plan))
+            if o.run_id is None:
+                return None  # MLflow is down: the node trains untracked (its result is on disk all the same)
             NodeStore(o.plan.dir).write_run_id(o.run_id, uri)
-            tracker.set_tags(parent_id, {f"raykd.node.{name}.run_id": o.run_id})
+            events.safe(tracker.set_tags, parent_id, {f"raykd.node.{name}.run_id": o.run_id})
             tasks[name].run_id = o.run_id  # only nodes to run are started or skipped
         return o.run_id
 
-    events = _Events(tracker, outcomes, log, open_run, claim, locks)
+    events.open_run, events.claim = open_run, claim
     parents = {name: pn.parents for name, pn in plan.items()}
     ok = False
     try:
@@ -167,16 +171,29 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
             lock.release()
         for o in outcomes.values():
             if o.status in ("pending", "running") and o.run_id:
-                tracker.client.set_terminated(o.run_id, "KILLED")
-        tracker.client.set_terminated(parent_id, "KILLED")
+                events.safe(tracker.client.set_terminated, o.run_id, "KILLED")
+        events.safe(tracker.client.set_terminated, parent_id, "KILLED")
         raise
 
     registered = None
     final = outcomes.get(exp.final)
     if final is not None and final.status in ("trained", "cached") and final.run_id:
-        registered = _register(tracker, exp, final, log)
-    tracker.finish(parent_id, ok)
+        registered = events.safe(_register, tracker, exp, final, log)
+    events.safe(tracker.finish, parent_id, ok)
     return PipelineResult(exp.name, parent_id, uri, outcomes, registered)
+
+
+def _upload_pending(uri: str, run_id: str | None, node_dir: Path, name: str, log) -> None:
+    """Metrics a finished node kept on disk while MLflow was down: uploaded now that it answers."""
+    if not run_id or not (node_dir / PENDING).is_file():
+        return
+    logger = MetricLogger(uri, run_id, node_dir, log)
+    try:
+        n = logger.flush()
+        logger.client.set_terminated(run_id, "FINISHED")  # the node finished; MLflow could not be told then
+    except Exception:  # noqa: BLE001 - still down: they wait for the next run
+        return
+    log(f"raykd: node '{name}': uploaded {n} set(s) of metrics MLflow had missed")
 
 
 def check_storage(storage: Path) -> None:
@@ -233,10 +250,25 @@ class _Events:
         self.tracker, self.outcomes, self.log, self.open_run = tracker, outcomes, log, open_run
         self.claim, self.locks = claim, locks
         self.started: dict[str, float] = {}
+        self.tracking_down = False
 
     def _release(self, name: str) -> None:
         if name in self.locks:
             self.locks[name].release()
+
+    def safe(self, fn, *args):
+        """A tracking call that must not stop the pipeline: on failure say so once and return None; once MLflow
+        has failed in this run, later calls are skipped rather than each waiting on its retries."""
+        if self.tracking_down:
+            return None
+        try:
+            return fn(*args)
+        except Exception as e:  # noqa: BLE001 - MLflow down or failing: training and results go on
+            if not self.tracking_down:
+                self.tracking_down = True
+                self.log(f"raykd: MLflow at {self.tracker.uri} failed ({type(e).__name__}: {str(e)[:200]}); training "
+                         f"goes on, results are on disk, and metrics MLflow missed are uploaded by a later run")
+            return None
 
     def on_start(self, name: str) -> None:
         self.open_run(name)
@@ -255,14 +287,21 @@ class _Events:
         try:
             skip = (set(history[0]) if history else set()) | {"epochs"}  # already logged per epoch
             summary = {k: v for k, v in result.items() if isinstance(v, (int, float)) and k not in skip}
-            t.log_metrics(o.run_id, {**summary, "wall_seconds": o.seconds}, step=result.get("epochs", 0))
-            if history:
-                curve = accuracy_curve(history, o.plan.dir / "accuracy.png", title=f"{name} ({o.plan.node.model}, {o.plan.node.method.name})")
-                t.log_artifact(o.run_id, curve)
-            t.log_artifact(o.run_id, o.plan.dir / "config.yaml")
-            if store.final.is_file():
-                t.log_artifact(o.run_id, store.final, "checkpoint")
-            t.finish(o.run_id, True)
+            curve = accuracy_curve(history, o.plan.dir / "accuracy.png",
+                                   title=f"{name} ({o.plan.node.model}, {o.plan.node.method.name})") if history else None
+            if o.run_id:
+                logger = MetricLogger(t.uri, o.run_id, o.plan.dir, self.log)  # keeps on disk what MLflow refuses
+                summary = {**summary, "wall_seconds": o.seconds}
+                if self.tracking_down:
+                    logger.keep(summary, result.get("epochs", 0))
+                else:
+                    logger.log_metrics(summary, result.get("epochs", 0))
+                    self.tracking_down = logger.failed
+                for path, sub in ((curve, None), (o.plan.dir / "config.yaml", None),
+                                  (store.final if store.final.is_file() else None, "checkpoint")):
+                    if path is not None:
+                        self.safe(t.log_artifact, o.run_id, path, sub)
+                self.safe(t.finish, o.run_id, True)
         finally:
             store.write_result(o.result)  # the node is finished even if tracking hiccuped
             self._release(name)
@@ -279,8 +318,8 @@ class _Events:
         self._release(name)
         self.open_run(name)  # a skipped node gets its (killed) run too, so MLflow shows why
         if o.run_id:
-            self.tracker.client.set_tag(o.run_id, "raykd.error", str(error)[:5000])
-            self.tracker.client.set_terminated(o.run_id, "KILLED" if skipped else "FAILED")
+            self.safe(self.tracker.client.set_tag, o.run_id, "raykd.error", str(error)[:5000])
+            self.safe(self.tracker.client.set_terminated, o.run_id, "KILLED" if skipped else "FAILED")
         self.log(f"raykd: node '{name}' {o.status}: {error}")
 
 

@@ -45,7 +45,7 @@ def run_task(task: NodeTask, rank: int = 0, world_size: int = 1, device: torch.d
 
         return run_packages(task.node, Path(task.teacher_path), Path(task.out_dir),
                             device or pick_device(task.node.train.device), Path(task.data_cache), log=log)
-    logger = MetricLogger(task.tracking_uri, task.run_id) if task.run_id and rank == 0 else None
+    logger = MetricLogger(task.tracking_uri, task.run_id, task.out_dir, log) if task.run_id and rank == 0 else None
     ctx = RunContext(
         out_dir=Path(task.out_dir),
         device=device or pick_device(task.node.train.device),
@@ -56,6 +56,7 @@ def run_task(task: NodeTask, rank: int = 0, world_size: int = 1, device: torch.d
         dataset_path=Path(task.dataset_path) if task.dataset_path else None,
         data_cache=Path(task.data_cache),
         on_epoch=(lambda epoch, metrics: logger.log_metrics(metrics, epoch)) if logger else None,
+        on_resume=logger.replay if logger else None,
         log=log,
         tag=task.name,
         live=rank == 0 and sys.stdout.isatty(),
