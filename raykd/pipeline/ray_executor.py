@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from raykd.config import ResolvedNode
@@ -45,7 +46,22 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
         ray.init(address=address, **kwargs)
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count(), **kwargs)
+        _watch_local_ray()
     return True
+
+
+def _watch_local_ray() -> None:
+    """A local Ray this process started goes away with it even if it is killed (pipeline/ray_reaper.py)."""
+    import ray
+
+    from raykd.pipeline import ray_reaper
+
+    try:
+        node = ray._private.worker._global_node  # noqa: SLF001 - the only handle on the processes Ray started
+        pids = [p.process.pid for procs in node.all_processes.values() for p in procs]
+        ray_reaper.start(Path(node.get_session_dir_path()), pids)
+    except Exception:  # noqa: BLE001 - a Ray without these internals: no watcher, as before
+        pass
 
 
 def worker_request(node: ResolvedNode, cluster_gpus: float) -> tuple[int, float, float]:
