@@ -9,9 +9,9 @@
 # DTSKD: conf/dtskd/cifar100 (Tables 1 and 5-12), conf/dtskd/imagenet (3).
 # MTKD-SSR: conf/mtkd_ssr/cifar100 (Table 1), conf/mtkd_ssr/cifar100/ablation (6-9), conf/mtkd_ssr/imagenet (4).
 # Jobs share RAYKD_STORAGE, so a node two configs have in common (a teacher, a baseline, DTSKD itself)
-# trains once and later tables find it cached. They are submitted one after another because two
-# pipelines must not train the same node at once; RAYKD_SUBMIT_ARGS=--no-wait submits them all at once,
-# for folders whose configs share no node.
+# trains once and later tables find it cached. They are submitted one after another, so each table
+# has the cluster to itself; RAYKD_SUBMIT_ARGS=--no-wait submits them all at once: a node two tables
+# share is still trained once (one run trains it, the other waits for it and uses it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 folder=${1:?give a folder of configs, e.g. conf/dtskd/cifar100}
