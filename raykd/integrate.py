@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 from pydantic import ValidationError
 
-from raykd.strict import StrictModel
+from raykd.strict import StrictModel, format_validation_error
 from raykd.errors import ConfigError, RaykdError
 
 INTEGRATIONS = ("ensemble", "weight_average")
@@ -29,7 +29,6 @@ class IntegrationConfig(StrictModel):
 
 
 def validate_integration_config(raw: dict[str, Any] | str, where: str) -> IntegrationConfig:
-    from raykd.config import format_validation_error
 
     raw = {"name": raw} if isinstance(raw, str) else raw
     name = raw.get("name")

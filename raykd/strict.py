@@ -9,7 +9,9 @@ import types
 import typing
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+import difflib
+
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 
 def _is_number(tp: Any) -> bool:
@@ -56,3 +58,80 @@ class StrictModel(BaseModel):
         if value is not None and not isinstance(value, bool) and _is_flag(field.annotation):
             raise ValueError("expected true or false")
         return value
+
+
+# ---------------------------------------------------------------------------------------------
+# How a validation error reads: one line per problem, its dotted path first, the closest valid key for a
+# typo. Here, beside the base every schema shares, so that methods, integration and package nodes format
+# their own sections without importing the experiment config (which imports them).
+
+_EXPECTED = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "a whole number",
+    "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
+    "bool_parsing": "true or false", "string_type": "a string", "dict_type": "a mapping of keys",
+    "model_type": "a mapping of keys", "list_type": "a list", "tuple_type": "a list",
+}
+
+
+def where(source: str | None) -> str:
+    """The file a message is about, as its prefix."""
+    return f"{source}: " if source else ""
+
+
+def format_errors(err: ValidationError, root: type[BaseModel], prefix: tuple, source: str | None) -> str:
+    """Every problem of `err`, one line each, under '<source>: invalid config:'."""
+    lines = []
+    for e in err.errors():
+        loc = prefix + tuple(e["loc"])
+        path = ".".join(str(p) for p in loc)
+        kind = e["type"]
+        if kind == "extra_forbidden":
+            valid = _fields_at(root, tuple(e["loc"])[:-1])
+            key = str(loc[-1])
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            lines.append(f"{path}: unknown key '{key}'.{hint} Valid keys here: {', '.join(valid)}.")
+        elif kind == "missing":
+            lines.append(f"{path}: required key is missing.")
+        elif kind in _EXPECTED:
+            lines.append(f"{path}: expected {_EXPECTED[kind]}, got {e.get('input')!r}.")
+        elif kind == "value_error" and isinstance(e.get("input"), dict):  # a check across fields: its own words
+            lines.append(f"{path}: {e['msg'].removeprefix('Value error, ')}")
+        else:
+            lines.append(f"{path}: {e['msg'].removeprefix('Value error, ')}, got {e.get('input')!r}.")
+    head = where(source) + "invalid config:\n  "
+    return head + "\n  ".join(lines)
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The valid keys of the schema section at `loc` (used to suggest the closest one)."""
+    typ: Any = model
+    for part in loc:
+        typ = _unwrap(typ)
+        if isinstance(typ, type) and issubclass(typ, BaseModel):
+            field = typ.model_fields.get(str(part))
+            if field is None:
+                return []
+            typ = field.annotation
+        elif typing.get_origin(typ) is dict:
+            typ = typing.get_args(typ)[1]
+        else:
+            return []
+    typ = _unwrap(typ)
+    if isinstance(typ, type) and issubclass(typ, BaseModel):
+        return list(typ.model_fields)
+    return []
+
+
+def _unwrap(typ: Any) -> Any:
+    if typing.get_origin(typ) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        models = [a for a in typing.get_args(typ) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if models:
+            return models[0]
+    return typ
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], where: str) -> str:
+    """Format a method config's validation error with the node path in front."""
+    prefix = tuple(where.split("."))
+    return format_errors(err, model, prefix, None).removeprefix("invalid config:\n  ")

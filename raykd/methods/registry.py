@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from raykd.errors import ConfigError
 from raykd.methods.base import Distiller, MethodConfig
+from raykd.strict import format_validation_error
 
 _METHODS: dict[str, type[Distiller]] = {}
 
@@ -30,7 +31,6 @@ def list_methods() -> list[str]:
 
 def validate_method_config(raw: dict[str, Any] | str, where: str = "method") -> MethodConfig:
     """Validate a method section against the chosen method's schema, naming bad fields."""
-    from raykd.config import format_validation_error
 
     if isinstance(raw, str):
         raw = {"name": raw}

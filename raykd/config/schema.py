@@ -1,0 +1,212 @@
+"""The experiment schema: shared `data`, `train`, `resources` sections, `nodes` (each a training run that may
+name a `teacher` node and override any shared section), and what a node is once resolved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from raykd.strict import StrictModel
+
+SHARED_SECTIONS = ("train", "data", "resources")
+
+
+class Strict(StrictModel):
+    """Unknown keys are errors, so a typo never silently falls back to a default (raykd/strict.py)."""
+
+
+class OptimizerConfig(Strict):
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(5e-4, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class ScheduleConfig(Strict):
+    name: Literal["cosine", "multistep", "constant"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)
+    milestones: list[int] = Field(default_factory=lambda: [150, 180, 210])
+    gamma: float = Field(0.1, gt=0)
+    min_lr: float = Field(0.0, ge=0)
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(240, gt=0)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    seed: int = 0
+    grad_clip: float | None = Field(None, gt=0)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+
+
+class AugmentConfig(Strict):
+    crop_padding: int = Field(4, ge=0)
+    flip: bool = True
+
+
+class DataConfig(Strict):
+    name: Literal["digits", "digits_video", "cifar10", "cifar100", "image_folder", "fashion_mnist",
+                  "ucf101"] = "digits"
+    root: str | None = None
+    frames: int = Field(8, gt=0)  # clips: frames per clip (digits_video, ucf101)
+    label_noise: float = Field(0.0, ge=0, lt=1)  # digits_video: share of training labels flipped
+    fold: int = Field(1, ge=1, le=3)  # ucf101: which ucfTrainTestlist split
+    batch_size: int = Field(64, gt=0)
+    eval_batch_size: int = Field(512, gt=0)
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    train_limit: int | None = Field(None, gt=0)
+    image_size: int | None = Field(None, gt=0)
+    split_seed: int = 0
+    download: bool = False
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+
+class ResourcesConfig(Strict):
+    workers: int = Field(1, gt=0)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float | Literal["auto"] = "auto"
+    max_failures: int = Field(0, ge=0)
+
+
+class CascadeLink(Strict):
+    model: str
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class NodeConfig(Strict):
+    model: str | None = None
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    method: dict[str, Any] = Field(default_factory=lambda: {"name": "vanilla"})
+    teacher: str | None = None
+    init: str | None = None
+    cascade: list[str | CascadeLink] | None = Field(None, min_length=1)
+    members: list[str] | None = Field(None, min_length=2)
+    dataset: str | None = None  # train on the package set this node built (method: packages)
+    train: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict)
+    resources: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrackingConfig(Strict):
+    uri: str | None = None
+    experiment: str | None = None
+    register_as: str | None = None
+
+    @field_validator("register_as")
+    @classmethod
+    def _registrable(cls, v: str | None) -> str | None:
+        """MLflow refuses these names only when it registers, after training: refuse them here."""
+        if v is not None and (not v.strip() or any(c in v for c in "/:") or ".." in v or v != v.strip()
+                              or not v.isprintable() or len(v) > 256):
+            raise ValueError("a registered model name must be printable text without '/', ':', '..' or edge spaces")
+        return v
+
+
+class ExperimentConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    storage: str = "runs"
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    nodes: dict[str, NodeConfig]
+    final: str | None = None
+
+
+class ResolvedNode(BaseModel):
+    """One node with its shared sections merged in and its method config validated."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    name: str
+    model: str
+    model_kwargs: dict[str, Any]
+    method: Any  # the method's own pydantic config (raykd.methods.MethodConfig)
+    teacher: str | None
+    init: str | None = None
+    members: tuple[str, ...] = ()  # an integration node's inputs (method ensemble | weight_average)
+    dataset: str | None = None  # a packages node whose clips this node trains on
+    branch: str | None = None  # the cascade this node is a link of, and its level (1 = nearest the teacher)
+    level: int | None = None
+    train: TrainConfig
+    data: DataConfig
+    resources: ResourcesConfig
+
+    @property
+    def integrates(self) -> bool:
+        return bool(self.members)
+
+    @property
+    def builds_packages(self) -> bool:
+        return self.method.name == "packages"
+
+    @property
+    def trains(self) -> bool:
+        """False for nodes that only evaluate finished models (integration, packages): they run as
+        one plain process, not a Train run, and have no student of their own to check."""
+        return not (self.integrates or self.builds_packages)
+
+    def semantic_dict(self) -> dict[str, Any]:
+        """What determines the trained weights; resources and names are left out on purpose."""
+        return {
+            "model": self.model,
+            "model_kwargs": self.model_kwargs,
+            "method": self.method.model_dump(mode="json"),
+            "train": self.train.model_dump(mode="json", exclude={"device"}),
+            "data": self.data.model_dump(mode="json", exclude={"eval_batch_size", "download"}),
+        }
+
+
+class Experiment(BaseModel):
+    """A validated experiment: the raw schema plus each node resolved."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    config: ExperimentConfig
+    nodes: dict[str, ResolvedNode]
+    source: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def storage(self) -> Path:
+        return Path(self.config.storage).expanduser().resolve()
+
+    @property
+    def final(self) -> str:
+        """`final:` if set, else the last node (in config order) that no other node learns from."""
+        if self.config.final:
+            return self.config.final
+        used = {p for n in self.nodes.values() for p in (n.teacher, n.init, n.dataset, *n.members)}
+        used |= {n for n, node in self.nodes.items() if node.builds_packages}
+        return [name for name in self.nodes if name not in used][-1]
+
+    def to_yaml(self) -> str:
+        """The resolved config, every default filled in, as `--print-config` shows it."""
+        out = self.config.model_dump(mode="json", exclude={"nodes"})
+        out["storage"] = str(self.storage)
+        out["final"] = self.final
+        out["nodes"] = {}
+        for name, node in self.nodes.items():
+            out["nodes"][name] = {
+                **({"members": list(node.members)} if node.members else {"model": node.model}),
+                "model_kwargs": node.model_kwargs,
+                "teacher": node.teacher,
+                "init": node.init,
+                **({"dataset": node.dataset} if node.dataset else {}),
+                "method": node.method.model_dump(mode="json"),
+                "train": node.train.model_dump(mode="json"),
+                "data": node.data.model_dump(mode="json"),
+                "resources": node.resources.model_dump(mode="json"),
+            }
+        return yaml.safe_dump(out, sort_keys=False)
