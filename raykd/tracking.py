@@ -19,9 +19,11 @@ from raykd.errors import RaykdError
 
 
 def resolve_uri(storage: Path, configured: str | None) -> str:
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
-    if uri:
-        return uri
+    return os.environ.get("MLFLOW_TRACKING_URI") or configured or local_store_uri(storage)
+
+
+def local_store_uri(storage: Path) -> str:
+    """The store's own MLflow database (used when no tracking server is configured)."""
     return f"sqlite:///{(Path(storage).resolve() / 'mlflow.db').as_posix()}"
 
 

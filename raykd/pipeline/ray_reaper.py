@@ -65,10 +65,11 @@ def _tree(pids: list[int]) -> dict[int, str]:
     return found
 
 
-def reap(driver: int, session: Path, pids: list[int]) -> bool:
+def reap(driver: int, session: Path, pids: list[int]) -> None:
     """Remember every process of the local Ray while the driver lives (children of Ray's processes move to
     init once their parent dies, so they must be known before); when the driver is gone, kill those still
-    alive and remove the session folder. True when the driver died without telling (see `start`)."""
+    alive and remove the session folder. Reached only when the driver died without stopping the watcher
+    (see `start`)."""
     known: dict[int, str] = {}
     while _alive(driver):
         known.update(_tree(pids))
@@ -84,7 +85,6 @@ def reap(driver: int, session: Path, pids: list[int]) -> bool:
     latest = session.parent / "session_latest"
     if latest.is_symlink() and not latest.exists():
         latest.unlink(missing_ok=True)
-    return True
 
 
 def start(session: Path, pids: list[int]) -> None:

@@ -24,7 +24,7 @@ from raykd.pipeline.plan import PlanNode, make_plan
 from raykd.pipeline.store import PACKAGES, NodeStore
 from raykd.pipeline.task import NodeTask
 from raykd.plots import accuracy_curve
-from raykd.tracking import PENDING, MetricLogger, Tracker, relocate_store, resolve_uri
+from raykd.tracking import PENDING, MetricLogger, Tracker, local_store_uri, relocate_store, resolve_uri
 
 
 @dataclass
@@ -63,7 +63,7 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
     storage.mkdir(parents=True, exist_ok=True)
     uri = resolve_uri(storage, exp.config.tracking.uri)
     with store_lock(storage):  # two runs starting on a new store would both create the MLflow tables
-        if uri == resolve_uri(storage, None) and not os.environ.get("MLFLOW_TRACKING_URI"):
+        if uri == local_store_uri(storage):  # the store's own database, which moves with it
             moved_from = relocate_store(storage)
             if moved_from:
                 log(f"raykd: this store was copied or moved from '{moved_from}': its MLflow records now point "

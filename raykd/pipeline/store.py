@@ -33,7 +33,7 @@ class NodeStore:
         return (self.path / RESULT).is_file()
 
     def done(self) -> bool:
-        return (self.path / RESULT).is_file() and (self.final.is_file() or (self.path / PACKAGES).is_file())
+        return self.has_result() and self.output.is_file()
 
     @property
     def output(self) -> Path:
