@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=("ray", "local"), default="ray",
                      help="ray: each node a Ray Train run, independent nodes concurrently (default); local: in-process, one by one")
     run.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    run.add_argument("--num-cpus", type=_positive_int, default=None, help="CPUs for a local Ray (default: all)")
+    run.add_argument("--num-cpus", type=_at_least_one("a whole number of CPUs"), default=None, help="CPUs for a local Ray (default: all)")
     run.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     run.set_defaults(func=cmd_run)
 
@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
 
     ui = sub.add_parser("ui", help="serve the MLflow UI of a local store on 127.0.0.1")
     ui.add_argument("--storage", default="runs", help="storage path holding mlflow.db (default: runs)")
-    ui.add_argument("--port", type=_positive_int, default=None,
+    ui.add_argument("--port", type=_at_least_one("a port number"), default=None,
                     help="port to serve on (default: 5000, or a free one if 5000 is taken)")
     ui.add_argument("--host", default="127.0.0.1")
     ui.set_defaults(func=cmd_ui)
@@ -89,14 +89,17 @@ def cmd_run(args) -> int:
     return 0 if result.ok else 1
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of CPUs >= 1, got '{text}'")
-    return value
+def _at_least_one(what: str):
+    """An argparse type: a whole number >= 1, the error saying what it counts (CPUs, a port)."""
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected {what} >= 1, got '{text}'")
+        return value
+    return convert
 
 
 def cmd_eval(args) -> int:

@@ -66,6 +66,7 @@ def _cases(tmp_path):
         (["run", "conf/digits/kd.yaml", "storage=/proc/raykd-store"], "storage: '/proc/raykd-store' cannot be written"),
         (["run", "conf/digits/kd.yaml", "--num-cpus", "-1"], "argument --num-cpus: expected a whole number of CPUs >= 1, got '-1'"),
         (["run", "conf/digits/kd.yaml", "--num-cpus", "two"], "expected a whole number of CPUs >= 1, got 'two'"),
+        (["ui", "--port", "0"], "argument --port: expected a port number >= 1, got '0'"),
         (["run", "conf/digits/kd.yaml", "tracking.register_as=team:model"], "tracking.register_as: a registered model name"),
         (["run", "conf/digits/kd.yaml", "nodes.studnt.model=resnet20"], "no node named 'studnt'. Did you mean 'student'?"),
         (["eval", "/"], "student file not found: '/'"),
