@@ -28,7 +28,7 @@ from raykd.methods.base import Distiller, MethodConfig
 from raykd.methods.history import HistoryMemory
 from raykd.methods.mfm import MixedFusionBranches
 from raykd.methods.registry import register_method
-from raykd.models.video import VideoClassifier
+from raykd.models.video import frame_model
 
 OFFICIAL_LATERAL = {"shufflev2_dtskd": "conv_pool_conv"}  # models/shufflenetv2_dtskd.py convolves before pooling
 
@@ -91,7 +91,7 @@ class DTSKD(Distiller):
 
     def setup(self, ctx):
         cfg = self.cfg
-        model = self.student.backbone if isinstance(self.student, VideoClassifier) else self.student
+        model = frame_model(self.student)
         problem = self.check_models(cfg, model, None)
         if problem:
             raise ConfigError(f"method: {problem}")

@@ -37,7 +37,7 @@ from raykd.losses import channel_weights, fd_loss, review_loss, review_pairs, sc
 from raykd.methods.base import Distiller, MethodConfig, ce_loss
 from raykd.methods.registry import register_method
 from raykd.models.stage_heads import StageHeads
-from raykd.models.video import VideoClassifier
+from raykd.models.video import frame_model
 
 _WINDOW = re.compile(r"^window:(\d+)$")
 
@@ -103,7 +103,7 @@ class MTKDSSR(Distiller):
 
     def setup(self, ctx):
         cfg = self.cfg
-        model = self.student.backbone if isinstance(self.student, VideoClassifier) else self.student
+        model = frame_model(self.student)
         problem = self.check_models(cfg, model, self.teacher)
         if problem:
             raise ConfigError(f"method: {problem}")

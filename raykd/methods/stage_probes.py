@@ -16,7 +16,7 @@ import torch
 from raykd.methods.base import Distiller, MethodConfig, ce_loss
 from raykd.methods.registry import register_method
 from raykd.models.stage_heads import StageHeads, heads_blob
-from raykd.models.video import VideoClassifier
+from raykd.models.video import frame_model
 
 
 class StageProbesConfig(MethodConfig):
@@ -38,7 +38,7 @@ class StageProbes(Distiller):
         return None
 
     def setup(self, ctx):
-        model = self.student.backbone if isinstance(self.student, VideoClassifier) else self.student
+        model = frame_model(self.student)
         model.requires_grad_(False)
         self.heads = StageHeads(model.stage_channels[:-1], ctx.num_classes)
 

@@ -28,3 +28,9 @@ class VideoClassifier(nn.Module):
         emb = None if out.embedding is None else _time_mean(out.embedding, b, f)
         return ModelOutput(_time_mean(out.logits, b, f), avg(out.features), avg(out.pre_features), emb,
                            avg(out.stage_logits))
+
+
+def frame_model(model: nn.Module) -> nn.Module:
+    """The 2D backbone a clip model runs on each frame (the model itself for images): what methods size their
+    heads and connectors by."""
+    return model.backbone if isinstance(model, VideoClassifier) else model
