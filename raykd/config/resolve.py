@@ -27,6 +27,7 @@ def resolve_nodes(cfg: ExperimentConfig, raw: dict[str, Any], source: str | None
     if problems:
         raise ConfigError(where(source) + "invalid config:\n  " + "\n  ".join(problems))
     nodes, lineage = _expand_cascades(cfg.nodes, problems)
+    nodes, groups = _expand_seeds(nodes, problems)
     section_types = {"train": TrainConfig, "data": DataConfig, "resources": ResourcesConfig}
     known_models = models.list_models()
 
@@ -51,11 +52,14 @@ def resolve_nodes(cfg: ExperimentConfig, raw: dict[str, Any], source: str | None
             problems.extend(_keys_not_allowed(name, node, ("teacher", "init", "model"),
                                               "an integration node (members: ...) combines finished students"))
             problems.extend(unknown_node(name, "members", m) for m in node.members if m not in nodes)
+            if len(node.members) < 2:
+                problems.append(f"nodes.{name}.members: an integration combines at least 2 students (or one node "
+                                f"with 'seeds: [...]', which gives one student per seed); got {node.members}.")
             if problems:
                 continue
             resolved[name] = ResolvedNode(
                 name=name, model=_integrated_model(node, nodes, method_cfg.name), model_kwargs={},
-                method=method_cfg, teacher=None, members=tuple(node.members), **merged)
+                method=method_cfg, teacher=None, members=tuple(node.members), seed_group=groups.get(name), **merged)
             continue
         if isinstance(node.method, dict) and node.method.get("name") == "packages":
             resolved_pkg = _resolve_packages(name, node, merged, nodes, problems)
@@ -115,12 +119,15 @@ def resolve_nodes(cfg: ExperimentConfig, raw: dict[str, Any], source: str | None
                                 f"naming the node that trained it (its model must be this node's model).")
         if problems:
             continue
-        branch, level = lineage.get(name, (None, None))
+        branch, level = lineage.get(groups.get(name, name), (None, None))
         resolved[name] = ResolvedNode(
             name=name, model=node.model, model_kwargs=node.model_kwargs, method=method_cfg,
-            teacher=node.teacher, init=node.init, dataset=node.dataset, branch=branch, level=level, **merged,
+            teacher=node.teacher, init=node.init, dataset=node.dataset, branch=branch, level=level,
+            seed_group=groups.get(name), **merged,
         )
-    if cfg.final is not None and cfg.final not in nodes:
+    if cfg.sweep is not None and cfg.sweep.node not in cfg.nodes:
+        problems.append(_unknown_node(cfg.nodes, "", "", cfg.sweep.node).replace("nodes..: ", "sweep.node: "))
+    if cfg.final is not None and cfg.final not in nodes and cfg.final not in groups.values():
         problems.append(f"final: no node named '{cfg.final}'. Nodes: {', '.join(nodes)}.")
     if not problems:
         cycle = _find_cycle({n: [p for p in (node.teacher, node.init, node.dataset, *(node.members or ())) if p]
@@ -185,6 +192,51 @@ def _expand_cascades(nodes: dict[str, NodeConfig], problems: list[str]):
             lineage[link_name] = (name, level)
             teacher = link_name
     return out, lineage
+
+
+def _expand_seeds(nodes: dict[str, NodeConfig], problems: list[str]):
+    """`seeds: [s_1, ..., s_N]` on node X becomes N replicates X.seed<s_i>, each with train.seed s_i. A node
+    that refers to a seeded node pairs with it seed by seed when it has the same seeds (a seeded student of a
+    seeded teacher); `members:` of an unseeded node take every seed (an ensemble over seeds). Returns the
+    nodes and {replicate: X}."""
+    seeded = {name: node.seeds for name, node in nodes.items() if node.seeds is not None}
+    if not seeded:
+        return nodes, {}
+    out: dict[str, NodeConfig] = {}
+    groups: dict[str, str] = {}
+    for name, node in nodes.items():
+        if node.seeds is not None and "seed" in node.train:
+            problems.append(f"nodes.{name}: give either 'seeds: {node.seeds}' (one node per seed) or "
+                            f"'train.seed: {node.train['seed']}', not both.")
+        mine = node.seeds
+        for seed in mine if mine is not None else (None,):
+            refs: dict[str, Any] = {}
+            for key in ("teacher", "init", "dataset"):
+                ref = getattr(node, key)
+                if ref not in seeded:
+                    continue
+                if mine == seeded[ref]:
+                    refs[key] = f"{ref}.seed{seed}"
+                else:
+                    problems.append(
+                        f"nodes.{name}.{key}: node '{ref}' has seeds {seeded[ref]}, so it is "
+                        f"{', '.join(f'{ref}.seed{s}' for s in seeded[ref])}: name one of them, or give '{name}' "
+                        f"'seeds: {seeded[ref]}' to pair them seed by seed.")
+                    refs[key] = f"{ref}.seed{seeded[ref][0]}"  # reported once, not again as an unknown node
+            if node.members is not None:
+                refs["members"] = [m2 for m in node.members for m2 in
+                                   ([f"{m}.seed{seed}"] if m in seeded and mine == seeded[m] else
+                                    [f"{m}.seed{s}" for s in seeded[m]] if m in seeded else [m])]
+            if seed is None:
+                out[name] = node.model_copy(update=refs) if refs else node
+                continue
+            replicate = f"{name}.seed{seed}"
+            if replicate in nodes:
+                problems.append(f"nodes.{name}.seeds: replicate name '{replicate}' is already a node; rename one.")
+                continue
+            out[replicate] = node.model_copy(update={**refs, "seeds": None, "train": {**node.train, "seed": seed}})
+            groups[replicate] = name
+    return out, groups
 
 
 def _unknown_node(nodes, name: str, key: str, ref: str) -> str:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from raykd.config.sweep import SweepConfig
 from raykd.strict import StrictModel
 
 SHARED_SECTIONS = ("train", "data", "resources")
@@ -88,11 +89,19 @@ class NodeConfig(Strict):
     teacher: str | None = None
     init: str | None = None
     cascade: list[str | CascadeLink] | None = Field(None, min_length=1)
-    members: list[str] | None = Field(None, min_length=2)
+    members: list[str] | None = Field(None, min_length=1)  # >= 2 once seeds are expanded
     dataset: str | None = None  # train on the package set this node built (method: packages)
+    seeds: list[int] | None = Field(None, min_length=1)  # replicates: one node per seed, <name>.seed<N>
     train: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict)
     resources: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"each seed once: {v} repeats {sorted({s for s in v if v.count(s) > 1})}")
+        return v
 
 
 class TrackingConfig(Strict):
@@ -119,6 +128,7 @@ class ExperimentConfig(Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     nodes: dict[str, NodeConfig]
     final: str | None = None
+    sweep: SweepConfig | None = None  # what `raykd tune` searches (raykd/config/sweep.py); `raykd run` ignores it
 
 
 class ResolvedNode(BaseModel):
@@ -136,6 +146,7 @@ class ResolvedNode(BaseModel):
     dataset: str | None = None  # a packages node whose clips this node trains on
     branch: str | None = None  # the cascade this node is a link of, and its level (1 = nearest the teacher)
     level: int | None = None
+    seed_group: str | None = None  # the node this one replicates with its own seed (`seeds: [...]`)
     train: TrainConfig
     data: DataConfig
     resources: ResourcesConfig
@@ -186,6 +197,8 @@ class Experiment(BaseModel):
     def final(self) -> str:
         """`final:` if set, else the last node (in config order) that no other node learns from."""
         if self.config.final:
+            if self.config.final not in self.nodes:  # a seeded node: its first seed stands for it
+                return next(n for n, node in self.nodes.items() if node.seed_group == self.config.final)
             return self.config.final
         used = {p for n in self.nodes.values() for p in (n.teacher, n.init, n.dataset, *n.members)}
         used |= {n for n, node in self.nodes.items() if node.builds_packages}
@@ -193,7 +206,9 @@ class Experiment(BaseModel):
 
     def to_yaml(self) -> str:
         """The resolved config, every default filled in, as `--print-config` shows it."""
-        out = self.config.model_dump(mode="json", exclude={"nodes"})
+        out = self.config.model_dump(mode="json", exclude={"nodes", "sweep"})
+        if self.config.sweep is not None:
+            out["sweep"] = self.config.sweep.model_dump(mode="json", exclude_none=True)
         out["storage"] = str(self.storage)
         out["final"] = self.final
         out["nodes"] = {}
