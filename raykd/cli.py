@@ -49,7 +49,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     run.add_argument("--num-cpus", type=_at_least_one("a whole number of CPUs"), default=None, help="CPUs for a local Ray (default: all)")
     run.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    run.add_argument("--per-seed", action="store_true",
+                     help="in the summary, each seed's row below a seeded node's mean +/- std")
     run.set_defaults(func=cmd_run)
+
+    tune = sub.add_parser("tune", help="search a node's hyperparameters with Ray Tune (the config's sweep: section)",
+                          description=("Train the sweep node's parents once, then search its space with Ray Tune: "
+                                       "trials run concurrently, each a cached node tracked in MLflow under one "
+                                       "sweep run. Run the same command again to resume."))
+    tune.add_argument("config", help="YAML experiment file with a sweep: section, e.g. conf/sweeps/digits_kd.yaml")
+    tune.add_argument("overrides", nargs="*", help="dotted overrides key=value (sweep.num_samples=8 too)")
+    tune.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    tune.add_argument("--num-cpus", type=_at_least_one("a whole number of CPUs"), default=None,
+                      help="CPUs for a local Ray (default: all)")
+    tune.set_defaults(func=cmd_tune)
 
     ev = sub.add_parser("eval", help="evaluate an exported student (final.pt)")
     ev.add_argument("checkpoint", help="a node's final.pt")
@@ -68,6 +81,29 @@ def _parser() -> argparse.ArgumentParser:
                     help="port to serve on (default: 5000, or a free one if 5000 is taken)")
     ui.add_argument("--host", default="127.0.0.1")
     ui.set_defaults(func=cmd_ui)
+
+    rep = sub.add_parser("report", help="paper-style tables and figures of a pipeline run, from MLflow", description=(
+        "Tables (text, markdown, CSV, booktabs LaTeX) and figures (validation curves, t-SNE) of one pipeline run, "
+        "read from MLflow alone; seed replicates as mean +/- std. Default: the store's latest pipeline run."))
+    which = rep.add_mutually_exclusive_group()
+    which.add_argument("--experiment", default=None, metavar="NAME", help="MLflow experiment: its latest pipeline run")
+    which.add_argument("--run", dest="run_id", default=None, metavar="PARENT_RUN_ID", help="one pipeline parent run")
+    which.add_argument("--config", default=None, metavar="CONFIG.yaml",
+                       help="experiment file: its storage, tracking URI and experiment")
+    rep.add_argument("--storage", default=None, metavar="DIR",
+                     help="storage path holding mlflow.db (default: runs, or the config's)")
+    rep.add_argument("--tracking-uri", default=None, metavar="URI",
+                     help="MLflow tracking URI, e.g. a team server (default: $MLFLOW_TRACKING_URI, else the store's)")
+    rep.add_argument("--out", default=None, metavar="DIR",
+                     help="folder to write (default: <storage>/reports/<experiment>-<run id[:8]>)")
+    rep.add_argument("--per-seed", action="store_true", help="each seed's row below its group's mean +/- std")
+    rep.add_argument("--curves", default=None, metavar="NODE,NODE",
+                     help="nodes or seed groups drawn in curves.png (default: every group)")
+    rep.add_argument("--tsne", default=None, metavar="NODE",
+                     help="also tsne.png: t-SNE of that student's penultimate features on the test set")
+    rep.add_argument("--format", choices=("text", "markdown", "csv", "latex"), default="text",
+                     help="what is printed (every form is written)")
+    rep.set_defaults(func=cmd_report)
     return p
 
 
@@ -85,8 +121,20 @@ def cmd_run(args) -> int:
     install_sigterm_handler()
     result = run_pipeline(exp, executor=args.executor, address=args.address, num_cpus=args.num_cpus)
     print()
-    print(format_table(result))
+    print(format_table(result, per_seed=args.per_seed))
     return 0 if result.ok else 1
+
+
+def cmd_tune(args) -> int:
+    from raykd.pipeline.run import install_sigterm_handler
+    from raykd.sweep.run import run_sweep
+    from raykd.sweep.summary import format_sweep
+
+    install_sigterm_handler()
+    result = run_sweep(args.config, args.overrides, address=args.address, num_cpus=args.num_cpus)
+    print()
+    print(format_sweep(result))
+    return 0 if result.best_key else 1
 
 
 def _at_least_one(what: str):
@@ -133,6 +181,18 @@ def cmd_eval(args) -> int:
     print(f"{meta['model']} on {cfg.name} {args.split} ({len(split)} images): top-1 {m['top1']:.2f}%  "
           f"top-5 {m['top5']:.2f}%  loss {m['loss']:.4f}")
     return 0
+
+
+def cmd_report(args) -> int:
+    from raykd.report import ReportOptions, make_report, print_report
+
+    curves = [c.strip() for c in args.curves.split(",") if c.strip()] if args.curves else None
+    report = make_report(ReportOptions(
+        experiment=args.experiment, run_id=args.run_id, config=args.config, storage=args.storage,
+        tracking_uri=args.tracking_uri, out=args.out, per_seed=args.per_seed, curves=curves, tsne=args.tsne,
+        format=args.format))
+    print_report(report, args.format)
+    return 0 if report.logged else 1
 
 
 def cmd_models(args) -> int:
@@ -237,7 +297,12 @@ def cmd_ui(args) -> int:
             with urllib.request.urlopen(url + "/api/2.0/mlflow/experiments/search?max_results=100", timeout=5) as r:
                 for e in json.load(r).get("experiments", []):
                     if e["name"] != "Default":
-                        print(f"  {e['name']}: {url}/#/experiments/{e['experiment_id']}/runs", flush=True)
+                        # MLflow 3's UI opens in its GenAI mode unless told; a pipeline's experiment opens on the
+                        # saved view raykd.pipeline.headline writes (each node's test top-1 a column)
+                        view = "&viewStateShareKey=raykd-pipelines" if any(
+                            t.get("key") == "mlflow.sharedViewState.raykd-pipelines" for t in e.get("tags", [])) else ""
+                        print(f"  {e['name']}: {url}/#/experiments/{e['experiment_id']}/runs"
+                              f"?workflowType=machine_learning{view}", flush=True)
         except Exception:
             pass  # the links are a convenience; the server is what matters
         return proc.wait()

@@ -49,7 +49,7 @@ class RunContext:
     dataset_path: Path | None = None  # train on this package set (a packages node's output) instead of data.name
     data_cache: Path | None = None
     on_start: Callable[[dict[str, Any]], None] | None = None
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None  # on every rank, after rank 0's checkpoint
     on_resume: Callable[[list[dict[str, Any]]], None] | None = None  # the resumed history (epochs already done)
     log: Callable[[str], None] = print
     tag: str = ""
@@ -131,6 +131,7 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
     sharded = ckpt.ShardedState(out, ctx.rank, ctx.world_size)
     ckpt_path = out / CHECKPOINT
     state = _resume_state(ckpt_path, device, ctx.rank, log, tag) if ckpt_path.is_file() else None
+    resumed_after = state["epoch"] if state is not None else 0
     if state is not None:
         distiller.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -228,8 +229,8 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
             )
             if shards:
                 sharded.prune(epoch + 1)
-            if ctx.on_epoch:
-                ctx.on_epoch(epoch + 1, metrics)
+        if ctx.on_epoch:  # every rank (a DDP sweep trial reports from each); MLflow logs from rank 0 only
+            ctx.on_epoch(epoch + 1, metrics)
         elapsed = time.perf_counter() - run_start
         done = epoch + 1 - start_epoch
         eta = elapsed / done * (tcfg.epochs - epoch - 1)
@@ -264,6 +265,7 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
         "best/test_top1": best_test["top1"],
         "best/test_top5": best_test["top5"],
         "train_seconds": sum(h["epoch_seconds"] for h in history),
+        "resumed_after_epoch": resumed_after,  # 0: trained from the start in one go
         **{f"test/{k}": v for k, v in last_test.items() if k.endswith("_top1") and k != "top1"},
         **distiller.result_metrics(),
     }

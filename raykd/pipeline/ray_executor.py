@@ -108,8 +108,16 @@ def _train_loop(config: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
     torch.set_num_threads(config["threads"])
     ctx = ray.train.get_context()
+    on_epoch = None
+    if config.get("report"):  # a sweep's DDP trial: every rank reports each epoch (TuneReportCallback takes rank 0's)
+        last = config["task"].node.train.epochs
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            if epoch < last:  # the trial reports the last epoch itself, once the node is recorded
+                ray.train.report({**metrics, "epoch": epoch, **config.get("report_extra", {})})
     try:
-        result = run_task(config["task"], ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
+        result = run_task(config["task"], ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device(),
+                          on_epoch=on_epoch)
     except RaykdError as e:  # a user-facing error: carry the message, do not retry
         return {"__error__": str(e), "__type__": type(e).__name__}
     return {**result, "_loop_start": started, "_loop_end": time.time()}

@@ -52,8 +52,9 @@ class PipelineResult:
 
 
 def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = None, num_cpus: int | None = None,
-                 log=print) -> PipelineResult:
-    plan = make_plan(exp)
+                 log=print, only: set[str] | None = None) -> PipelineResult:
+    """`only`: run just these nodes (a sweep's parents), which must include their own parents."""
+    plan = {name: pn for name, pn in make_plan(exp).items() if only is None or name in only}
     storage = exp.storage
     check_storage(storage)
     for name, pn in plan.items():  # a wrong data path fails here, not minutes later in a worker
@@ -180,7 +181,14 @@ def run_pipeline(exp: Experiment, executor: str = "ray", address: str | None = N
     if final is not None and final.status in ("trained", "cached") and final.run_id:
         registered = events.safe(_register, tracker, exp, final, log)
     events.safe(tracker.finish, parent_id, ok)
-    return PipelineResult(exp.name, parent_id, uri, outcomes, registered)
+    result = PipelineResult(exp.name, parent_id, uri, outcomes, registered)
+    from raykd.pipeline.headline import log_pipeline_headlines
+
+    # The parent run carries each node's headline numbers, the summary table and links to the nodes' runs, so
+    # MLflow's experiment page compares the nodes at a glance (raykd/pipeline/headline.py). After finish: a
+    # failure here (MLflow down) never leaves the parent RUNNING, and never fails the pipeline.
+    events.safe(log_pipeline_headlines, tracker.client, result, tracker.experiment_id)
+    return result
 
 
 def _upload_pending(uri: str, run_id: str | None, node_dir: Path, name: str, log) -> None:
@@ -279,31 +287,10 @@ class _Events:
     def on_done(self, name: str, result: dict[str, Any]) -> None:
         o = self.outcomes[name]
         o.seconds = time.time() - self.started.get(name, time.time())
-        history = result.pop("history", [])
-        o.result = {**result, "run_id": o.run_id, "seconds": o.seconds}
-        store = NodeStore(o.plan.dir)
-        o.result["output"] = store.fingerprint()
-        t = self.tracker
         try:
-            skip = (set(history[0]) if history else set()) | {"epochs"}  # already logged per epoch
-            summary = {k: v for k, v in result.items() if isinstance(v, (int, float)) and k not in skip}
-            curve = accuracy_curve(history, o.plan.dir / "accuracy.png",
-                                   title=f"{name} ({o.plan.node.model}, {o.plan.node.method.name})") if history else None
-            if o.run_id:
-                logger = MetricLogger(t.uri, o.run_id, o.plan.dir, self.log)  # keeps on disk what MLflow refuses
-                summary = {**summary, "wall_seconds": o.seconds}
-                if self.tracking_down:
-                    logger.keep(summary, result.get("epochs", 0))
-                else:
-                    logger.log_metrics(summary, result.get("epochs", 0))
-                    self.tracking_down = logger.failed
-                for path, sub in ((curve, None), (o.plan.dir / "config.yaml", None),
-                                  (store.final if store.final.is_file() else None, "checkpoint")):
-                    if path is not None:
-                        self.safe(t.log_artifact, o.run_id, path, sub)
-                self.safe(t.finish, o.run_id, True)
+            o.result, self.tracking_down = record_finished(self.tracker, o.run_id, o.plan, result, o.seconds,
+                                                           self.log, self.safe, self.tracking_down)
         finally:
-            store.write_result(o.result)  # the node is finished even if tracking hiccuped
             self._release(name)
         o.status = "trained"
         outcome = f"test top-1 {result['test/top1']:.2f}%" if "test/top1" in result else \
@@ -323,6 +310,38 @@ class _Events:
         self.log(f"raykd: node '{name}' {o.status}: {error}")
 
 
+def record_finished(tracker: Tracker, run_id: str | None, pn: PlanNode, result: dict[str, Any], seconds: float,
+                    log, safe, tracking_down: bool) -> tuple[dict[str, Any], bool]:
+    """A trained node's end: its summary metrics, accuracy curve, config and checkpoint logged to its run, the run
+    closed, and result.json written last (so the node is finished even if tracking hiccuped). Returns the
+    recorded result and whether MLflow is (now) down. Shared by the pipeline and the sweeps' trials."""
+    history = result.pop("history", [])
+    recorded = {**result, "run_id": run_id, "seconds": seconds}
+    store = NodeStore(pn.dir)
+    recorded["output"] = store.fingerprint()
+    try:
+        skip = (set(history[0]) if history else set()) | {"epochs"}  # already logged per epoch
+        summary = {k: v for k, v in result.items() if isinstance(v, (int, float)) and k not in skip}
+        curve = accuracy_curve(history, pn.dir / "accuracy.png",
+                               title=f"{pn.name} ({pn.node.model}, {pn.node.method.name})") if history else None
+        if run_id:
+            logger = MetricLogger(tracker.uri, run_id, pn.dir, log)  # keeps on disk what MLflow refuses
+            summary = {**summary, "wall_seconds": seconds}
+            if tracking_down:
+                logger.keep(summary, result.get("epochs", 0))
+            else:
+                logger.log_metrics(summary, result.get("epochs", 0))
+                tracking_down = logger.failed
+            for path, sub in ((curve, None), (pn.dir / "config.yaml", None),
+                              (store.final if store.final.is_file() else None, "checkpoint")):
+                if path is not None:
+                    safe(tracker.log_artifact, run_id, path, sub)
+            safe(tracker.finish, run_id, True)
+    finally:
+        store.write_result(recorded)
+    return recorded, tracking_down
+
+
 def _node_tags(name: str, plan, outcomes: dict[str, NodeOutcome], exp: Experiment, source: dict[str, str]) -> dict[str, str]:
     """Lineage tags of a node's run: its config's identity and its parents' nodes, hashes and runs."""
     pn = plan[name]
@@ -340,6 +359,8 @@ def _node_tags(name: str, plan, outcomes: dict[str, NodeOutcome], exp: Experimen
     if teacher:
         tags.update({"raykd.teacher_node": teacher, "raykd.teacher_run_id": teacher_run or "",
                      "raykd.teacher_hash": plan[teacher].hash})
+    if pn.node.seed_group:
+        tags["raykd.seed_group"] = pn.node.seed_group
     if pn.node.branch:
         tags.update({"raykd.branch": pn.node.branch, "raykd.cascade_level": str(pn.node.level)})
     if pn.node.members:

@@ -34,7 +34,9 @@ class NodeTask:
 
 
 def run_task(task: NodeTask, rank: int = 0, world_size: int = 1, device: torch.device | None = None,
-             log=print) -> dict[str, Any]:
+             log=print, on_epoch=None) -> dict[str, Any]:
+    """`on_epoch(epoch, metrics)`: called on every rank after each epoch's checkpoint, after rank 0's MLflow
+    logging (a sweep's trial reports to Tune there)."""
     if task.node.integrates:
         from raykd.integrate import run_integration
 
@@ -55,10 +57,22 @@ def run_task(task: NodeTask, rank: int = 0, world_size: int = 1, device: torch.d
         init_path=Path(task.init_path) if task.init_path else None,
         dataset_path=Path(task.dataset_path) if task.dataset_path else None,
         data_cache=Path(task.data_cache),
-        on_epoch=(lambda epoch, metrics: logger.log_metrics(metrics, epoch)) if logger else None,
+        on_epoch=_chain(logger.log_metrics if logger else None, on_epoch),
         on_resume=logger.replay if logger else None,
         log=log,
         tag=task.name,
         live=rank == 0 and sys.stdout.isatty(),
     )
     return fit(task.node, ctx)
+
+
+def _chain(log_metrics, then):
+    if log_metrics is None and then is None:
+        return None
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        if log_metrics is not None:
+            log_metrics(metrics, epoch)
+        if then is not None:
+            then(epoch, metrics)
+    return on_epoch
