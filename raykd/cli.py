@@ -1,4 +1,4 @@
-"""`raykd run | eval | models | methods | ui`.
+"""`raykd run | tune | report | eval | models | methods | ui`.
 
 User mistakes (config, data, resources) print one clear paragraph and exit 2, never a traceback.
 """
@@ -119,6 +119,9 @@ def cmd_run(args) -> int:
     from raykd.pipeline.summary import format_table
 
     install_sigterm_handler()
+    if exp.config.sweep is not None:
+        print(f"raykd: {args.config} has a sweep: section; `raykd run` trains the config as written (node "
+              f"'{exp.config.sweep.node}' with its own values). To search it: raykd tune {args.config}")
     result = run_pipeline(exp, executor=args.executor, address=args.address, num_cpus=args.num_cpus)
     print()
     print(format_table(result, per_seed=args.per_seed))
