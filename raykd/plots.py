@@ -28,6 +28,13 @@ def accuracy_curve(history: list[dict], path: Path, title: str = "") -> Path:
     ax2.legend()
     ax2.grid(alpha=0.3)
     fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Every raykd figure is written the same way: laid out, 110 dpi, its folder made, the figure freed."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -269,3 +269,26 @@ def test_a_two_worker_trial_runs_as_a_ray_train_ddp_run_reporting_each_epoch(sto
     c = client(store)
     assert len(c.get_metric_history(row.run_id, "val/top1")) == 2
     assert c.get_run(row.run_id).data.tags["raykd.sweep_role"] == "trial"
+
+
+def test_relative_storage_and_data_roots_become_absolute_for_the_trials_and_best_yaml(tmp_path, monkeypatch):
+    raw = copy.deepcopy(SWEEP)
+    raw["storage"] = "rel-runs"
+    raw["nodes"]["student"]["data"] = {"root": "some/data"}
+    path = tmp_path / "rel.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    exp, loaded = load_sweep(path)
+    _, trial_raw, _ = prepare(exp, loaded)
+    assert trial_raw["storage"] == str(tmp_path / "rel-runs")  # Tune's actors run in other folders
+    assert trial_raw["nodes"]["student"]["data"]["root"] == str(tmp_path / "some" / "data")
+    assert "sweep" not in trial_raw and "final" not in trial_raw
+
+
+def test_optuna_search_samples_a_range_and_reports_each_trial(store, tmp_path):
+    path = write(tmp_path, store, train__epochs=1, sweep__search="optuna", sweep__num_samples=2,
+                 sweep__space={"method.temperature": {"uniform": [1.0, 8.0]}})
+    result = run_sweep(str(path), log=lambda *a: None)
+    temps = [r.values["method.temperature"] for r in result.rows]
+    assert len(temps) == 2 and all(1.0 <= t <= 8.0 for t in temps) and len(set(temps)) == 2
+    assert {r.status for r in result.rows} == {"done"} and result.best_key is not None

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from raykd.errors import RaykdError
+from raykd.plots import save_figure
 from raykd.report.groups import Group
 
 METRIC = "val/top1"
@@ -87,9 +88,4 @@ def plot(curves: list[Series], path: Path, title: str = "") -> Path:
     else:
         ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from raykd.errors import RaykdError
+from raykd.plots import save_figure
 from raykd.report.collect import NodeRun
 
 ARTIFACT = "checkpoint/final.pt"
@@ -103,9 +104,4 @@ def scatter(xy, labels, names: list[str], path: Path, title: str) -> Path:
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from raykd.plots import save_figure
 from raykd.sweep.results import TrialRow
 
 
@@ -73,8 +74,4 @@ def sweep_plot(rows: list[TrialRow], axes: list[str], metric: str, path: Path, t
         ax.set_xlabel(x)
         ax.set_ylabel(y)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

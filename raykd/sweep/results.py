@@ -25,6 +25,7 @@ class TrialRow:
     run_id: str
     node_dir: str
     metrics: dict[str, Any] = field(default_factory=dict)
+    error: str = ""  # a failed trial's cause, in one line
 
     @property
     def key(self) -> str:
@@ -42,8 +43,19 @@ def rows_from(results, metric: str, epochs: int) -> list[TrialRow]:
         out.append(TrialRow(
             trial_id=str(m.get("trial_id", "")), values=config, status=status, epochs=reached,
             metric=_num(m.get(metric)), test_top1=_num(m.get("test/top1")) if reached >= epochs else None,
-            run_id=str(m.get("run_id") or ""), node_dir=str(m.get("node_dir") or ""), metrics=m))
+            run_id=str(m.get("run_id") or ""), node_dir=str(m.get("node_dir") or ""), metrics=m,
+            error=_cause(r.error) if r.error else ""))
     return out
+
+
+def _cause(e: BaseException) -> str:
+    """The original error behind Ray's wrappers, as its type and last line (ours read as sentences)."""
+    cause = getattr(e, "cause", None)
+    while isinstance(cause, BaseException) and getattr(cause, "cause", None) is not None:
+        cause = cause.cause
+    e = cause if isinstance(cause, BaseException) else e
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[-1] if lines else ''}"
 
 
 def _num(v) -> float | None:

@@ -57,12 +57,24 @@ def load_sweep(path: str | os.PathLike, overrides=()):
     raw.setdefault("name", path.stem)
     for item in overrides:
         apply_override(raw, item)
+    _absolute_paths(raw)
     exp = build_experiment(raw, (), source=str(path))
     sweep = exp.config.sweep
     if sweep is None:
         raise ConfigError(f"'{path}' has no 'sweep:' section, so there is nothing to tune. Add one (see "
                           f"conf/sweeps/digits_kd.yaml), or train it as it is with `raykd run {path}`.")
     return exp, raw
+
+
+def _absolute_paths(raw: dict[str, Any]) -> None:
+    """Storage and data roots as absolute paths: trials run in Tune's actors, whose working directory is not
+    this one, and best.yaml is run from wherever the user stands."""
+    if isinstance(raw.get("storage", "runs"), str):
+        raw["storage"] = str(Path(raw.get("storage", "runs")).expanduser().resolve())
+    sections = [raw.get("data")] + [n.get("data") for n in (raw.get("nodes") or {}).values() if isinstance(n, dict)]
+    for data in sections:
+        if isinstance(data, dict) and isinstance(data.get("root"), str):
+            data["root"] = str(Path(data["root"]).expanduser().resolve())
 
 
 def prepare(exp, raw: dict[str, Any]):
@@ -96,10 +108,10 @@ def prepare(exp, raw: dict[str, Any]):
         if sweep.seeds:
             raise ConfigError("sweep.seeds: Optuna proposes one config per trial, so it cannot replicate each over "
                               "seeds; use search: random or grid for replicates (or sweep without seeds).")
-    used = set(space.fields(sweep))
-    overlap = used & {f"train.{k}" for k in ("seed",)}
-    if overlap and sweep.seeds:
+    if space.SEED in space.fields(sweep) and sweep.seeds:
         raise ConfigError("sweep: give replicates with 'seeds: [...]' or sweep train.seed, not both.")
+    if sweep.seeds:
+        trial_raw["nodes"][sweep.node].get("train", {}).pop("seed", None)  # each replicate sets its own
     checked = space.check(sweep, lambda ovs: build_experiment(trial_raw, ovs, exp.source))
     return sweep, trial_raw, checked
 
@@ -276,7 +288,17 @@ def _tune(spec, folder: Path, tuned, request, log):
                 num_samples=1 if sweep.search == "grid" else sweep.num_samples,
                 reuse_actors=True, search_alg=_searcher(sweep)),
             run_config=run_config)
-    return tuner.fit()
+    import logging
+
+    quiet = [logging.getLogger(n) for n in ("ray.tune.execution.tune_controller", "ray.tune.tune")]
+    levels = [q.level for q in quiet]
+    for q in quiet:  # a failed trial's traceback: its cause is printed once, in the summary
+        q.setLevel(logging.CRITICAL)
+    try:
+        return tuner.fit()
+    finally:
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
 
 
 def _searcher(sweep):

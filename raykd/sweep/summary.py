@@ -18,6 +18,11 @@ def format_sweep(result) -> str:
         lines.append(f"best (*): {result.best_key}  (selected on validation; test top-1 is shown, never used)")
     else:
         lines.append("no trial finished, so there is no best config")
+    failed = [r for r in result.rows if r.error]
+    for r in failed[:5]:
+        lines.append(f"failed: {r.key or '(base config)'}: {r.error}")
+    if len(failed) > 5:
+        lines.append(f"... and {len(failed) - 5} more failed trials (results.csv)")
     for what, path in result.files.items():
         lines.append(f"{what}: {path}")
     if result.retrained is not None:
