@@ -292,3 +292,19 @@ def test_optuna_search_samples_a_range_and_reports_each_trial(store, tmp_path):
     temps = [r.values["method.temperature"] for r in result.rows]
     assert len(temps) == 2 and all(1.0 <= t <= 8.0 for t in temps) and len(set(temps)) == 2
     assert {r.status for r in result.rows} == {"done"} and result.best_key is not None
+
+
+def test_the_best_config_is_the_best_mean_over_seeds_with_ties_broken_by_validation_loss():
+    from raykd.sweep.results import TrialRow, best_config
+
+    def row(t, seed, metric, loss, status="done"):
+        return TrialRow("x", {"method.temperature": t, "train.seed": seed}, status, 2, metric, None, "", "",
+                        {"val/loss": loss})
+
+    rows = [row(1, 0, 99.0, 0.10), row(1, 1, 97.0, 0.10),  # mean 98.0
+            row(4, 0, 98.0, 0.20), row(4, 1, 98.0, 0.20),  # mean 98.0, higher loss
+            row(8, 0, 99.9, 0.01, status="stopped")]        # stopped early: never the best
+    key, trials = best_config(rows, "max")
+    assert key == "method.temperature=1" and len(trials) == 2
+    rows[2].metric = rows[3].metric = 97.5
+    assert best_config(rows, "min")[0] == "method.temperature=4"  # the lower mean when the metric is a loss

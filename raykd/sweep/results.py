@@ -76,8 +76,15 @@ def best_config(rows: list[TrialRow], mode: str) -> tuple[str, list[TrialRow]] |
             groups.setdefault(r.key, []).append(r)
     if not groups:
         return None
-    pick = max if mode == "max" else min
-    key = pick(groups, key=lambda k: statistics.mean(r.metric for r in groups[k]))
+    sign = 1 if mode == "max" else -1
+
+    def score(k: str) -> tuple[float, float]:
+        """The metric's mean; on a tie (val top-1 moves in steps of one image), the lower validation loss."""
+        losses = [r.metrics.get("val/loss") for r in groups[k]]
+        loss = statistics.mean(losses) if all(isinstance(x, (int, float)) for x in losses) else 0.0
+        return sign * statistics.mean(r.metric for r in groups[k]), -loss
+
+    key = max(sorted(groups), key=score)
     return key, groups[key]
 
 
