@@ -67,6 +67,11 @@ def sweep_plot(rows: list[TrialRow], axes: list[str], metric: str, path: Path, t
                     if not np.isnan(grid[i, j]):
                         ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=8,
                                 color="white" if grid[i, j] < np.nanmean(grid) else "black")
+            for r in rows:  # cells ASHA stopped: where it stopped them
+                if r.status == "stopped" and r.values[x] in xs and r.values[y] in ys and \
+                        np.isnan(grid[ys.index(r.values[y]), xs.index(r.values[x])]):
+                    ax.text(xs.index(r.values[x]), ys.index(r.values[y]), f"stopped\nat epoch {r.epochs}",
+                            ha="center", va="center", fontsize=7, color="grey")
         else:
             im = ax.scatter([r.values[x] for r in finished], [r.values[y] for r in finished],
                             c=[r.metric for r in finished], cmap="viridis", s=60)
