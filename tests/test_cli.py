@@ -90,12 +90,14 @@ def test_print_config_shows_resolved_nodes():
     r = raykd("run", "conf/quickstart.yaml", "train.epochs=3", "--print-config")
     assert r.returncode == 0, r.stderr
     cfg = yaml.safe_load(r.stdout)
-    assert cfg["nodes"]["kd"]["train"]["epochs"] == 3 and cfg["nodes"]["kd"]["method"]["temperature"] == 4.0
+    kd = cfg["nodes"]["kd.seed1"]  # the quickstart's kd has seeds [0, 1, 2]: one resolved node each
+    assert kd["train"]["epochs"] == 3 and kd["method"]["temperature"] == 4.0 and kd["train"]["seed"] == 1
+    assert "kd" not in cfg["nodes"] and "kd.seed2" in cfg["nodes"]
     assert cfg["nodes"]["teacher"]["resources"]["cpus_per_worker"] == 2.0
     # overrides may also follow the options
     r = raykd("run", "conf/quickstart.yaml", "--print-config", "--executor", "local", "train.epochs=4")
     assert r.returncode == 0, r.stderr
-    assert yaml.safe_load(r.stdout)["nodes"]["kd"]["train"]["epochs"] == 4
+    assert yaml.safe_load(r.stdout)["nodes"]["kd.seed0"]["train"]["epochs"] == 4
     r = raykd("run", "conf/quickstart.yaml", "--bogus")
     assert r.returncode == 2 and "unrecognized arguments: --bogus" in r.stderr
 

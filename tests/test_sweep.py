@@ -207,7 +207,8 @@ def test_grid_by_seeds_sweep_tracks_each_trial_tags_the_best_and_retrains_it(sto
 def test_asha_stops_a_hopeless_trial_early(store, tmp_path):
     path = write(tmp_path, store, train__epochs=4,
                  sweep__space={"train.optimizer.lr": {"grid": [0.1, 1.0e-7]}}, sweep__scheduler="asha",
-                 sweep__grace_period=1, sweep__reduction_factor=2, sweep__max_concurrent_trials=1)
+                 sweep__grace_period=1, sweep__reduction_factor=2, sweep__max_concurrent_trials=1,
+                 sweep__seed=0)  # seed 0 shuffles the grid to [0.1, 1e-7]: the hopeless trial meets a rival
     result = run_sweep(str(path), log=lambda *a: None)
     by_lr = {r.values["train.optimizer.lr"]: r for r in result.rows}
     assert by_lr[0.1].status == "done" and by_lr[0.1].epochs == 4
@@ -308,3 +309,21 @@ def test_the_best_config_is_the_best_mean_over_seeds_with_ties_broken_by_validat
     assert key == "method.temperature=1" and len(trials) == 2
     rows[2].metric = rows[3].metric = 97.5
     assert best_config(rows, "min")[0] == "method.temperature=4"  # the lower mean when the metric is a loss
+
+
+def test_asha_walks_a_grid_in_a_seeded_random_order_covering_every_combination_once():
+    from raykd.config.sweep import SweepConfig
+    from raykd.sweep import space
+
+    sweep = SweepConfig.model_validate({"node": "student", "scheduler": "asha", "seeds": [0, 1], "space": {
+        "method.temperature": {"grid": [1, 2, 3]}, "train.optimizer.lr": {"grid": [0.1, 0.2]}}})
+    points = space.tune_space(sweep)[space.GRID_POINT]["grid_search"]
+    combos = {(p["method.temperature"], p["train.optimizer.lr"], p["train.seed"]) for p in points}
+    assert len(points) == len(combos) == 12
+    assert points == space.tune_space(sweep)[space.GRID_POINT]["grid_search"]  # the same order every run
+    assert [p["method.temperature"] for p in points] != sorted(p["method.temperature"] for p in points)
+    assert space.complete(sweep, {space.GRID_POINT: points[0]}) == {
+        "method.temperature": points[0]["method.temperature"], "train.optimizer.lr": points[0]["train.optimizer.lr"],
+        "train.seed": points[0]["train.seed"]}
+    no_asha = sweep.model_copy(update={"scheduler": "none"})
+    assert space.GRID_POINT not in space.tune_space(no_asha)  # without ASHA the order does not matter

@@ -138,6 +138,7 @@ def resolve_nodes(cfg: ExperimentConfig, raw: dict[str, Any], source: str | None
         problems.extend(integrate.check_members(resolved))
         problems.extend(_check_models(resolved))
     if problems:
+        problems = _as_written(problems, groups)
         raise ConfigError(where(source) + "invalid config:\n  " + "\n  ".join(problems))
     return resolved
 
@@ -192,6 +193,19 @@ def _expand_cascades(nodes: dict[str, NodeConfig], problems: list[str]):
             lineage[link_name] = (name, level)
             teacher = link_name
     return out, lineage
+
+
+def _as_written(problems: list[str], groups: dict[str, str]) -> list[str]:
+    """A mistake in a seeded node is reported once, under the name the user wrote (`nodes.kd.teacher`), not once
+    per replicate (`nodes.kd.seed0.teacher`, `nodes.kd.seed1.teacher`, ...)."""
+    out: list[str] = []
+    for p in problems:
+        for replicate in sorted(groups, key=len, reverse=True):
+            for end in (".", ":"):
+                p = p.replace(f"nodes.{replicate}{end}", f"nodes.{groups[replicate]}{end}")
+        if p not in out:
+            out.append(p)
+    return out
 
 
 def _expand_seeds(nodes: dict[str, NodeConfig], problems: list[str]):

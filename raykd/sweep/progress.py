@@ -7,6 +7,8 @@ import time
 
 from ray.tune import Callback
 
+from raykd.sweep.space import unpack
+
 
 class TrialTable(Callback):
     def __init__(self, metric: str, mode: str, epochs: int, log=print, every: float = 20.0):
@@ -25,7 +27,7 @@ class TrialTable(Callback):
         row = self.rows.setdefault(trial.trial_id, {"config": "", "epoch": 0, "value": None, "status": status})
         if result:
             row["config"] = result.get("config_key", row["config"])
-            seed = (trial.config or {}).get("train.seed")
+            seed = unpack(trial.config or {}).get("train.seed")
             if seed is not None and "seed" not in row["config"]:
                 row["config"] += f" seed {seed}"
             row["epoch"] = result.get("epoch", row["epoch"])

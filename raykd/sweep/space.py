@@ -45,12 +45,42 @@ def tune_space(sweep: SweepConfig) -> dict[str, Any]:
             out[f] = tune.randint(d.randint[0], d.randint[1] + 1)  # ours includes the high end
     if sweep.seeds:
         out[SEED] = tune.grid_search(list(sweep.seeds))
+    if sweep.scheduler == "asha":
+        out = _shuffled_grid(out, sweep.seed)
     return out
+
+
+GRID_POINT = "grid_point"  # the shuffled grid's combinations, as one Tune grid (see _shuffled_grid)
+
+
+def _shuffled_grid(space: dict[str, Any], seed: int) -> dict[str, Any]:
+    """ASHA promotes a trial that reaches a rung while few others have: the first trials always go on. Tune
+    walks a grid in order (the last field fastest), so a grid whose later configs are better (a rising
+    learning rate) has each newcomer beat the few before it, and ASHA stops almost nothing. The grid's
+    combinations in a seeded random order make the early trials a fair sample."""
+    import random
+
+    from ray import tune
+
+    grids = {f: v["grid_search"] for f, v in space.items() if isinstance(v, dict) and "grid_search" in v}
+    if len(grids) < 1:
+        return space
+    points = [dict(zip(grids, vs)) for vs in itertools.product(*grids.values())]
+    random.Random(seed).shuffle(points)
+    return {**{f: v for f, v in space.items() if f not in grids}, GRID_POINT: tune.grid_search(points)}
+
+
+def unpack(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's config with its grid point spread back into fields."""
+    if GRID_POINT not in config:
+        return dict(config)
+    return {**{k: v for k, v in config.items() if k != GRID_POINT}, **config[GRID_POINT]}
 
 
 def complete(sweep: SweepConfig, sampled: dict[str, Any]) -> dict[str, Any]:
     """Every field's value for one trial: the sampled ones and the tied ones (in the config's order, so a tie
     may use an earlier tie)."""
+    sampled = unpack(sampled)
     values = {f: sampled[f] for f in free(sweep)}
     for f, d in fields(sweep).items():
         if d.kind == "expr":
