@@ -21,7 +21,7 @@ from raykd.config.sweep import SweepConfig
 from raykd.errors import RaykdError
 from raykd.pipeline.lock import NodeLock
 from raykd.pipeline.plan import make_plan
-from raykd.pipeline.store import NodeStore
+from raykd.pipeline.store import PACKAGES, NodeStore
 from raykd.pipeline.task import NodeTask
 from raykd.sweep import space
 
@@ -60,7 +60,8 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
     started = time.time()
     values = space.complete(spec.sweep, config)
     exp = build_experiment(spec.raw, space.overrides(spec.sweep, values), spec.source)
-    pn = make_plan(exp)[space.node_name(spec.sweep, values)]
+    plan = make_plan(exp)
+    pn = plan[space.node_name(spec.sweep, values)]
     store, lock = NodeStore(pn.dir), NodeLock(pn.dir)
     base = {"run_id": "", "node_dir": str(pn.dir), "config_key": space.config_key(values)}
     while not lock.try_acquire({"pipeline": f"{exp.name} sweep {spec.sweep_name}"}):
@@ -78,8 +79,10 @@ def run_trial(config: dict[str, Any], spec: TrialSpec) -> None:
         if store.has_result():
             store.unfinish()
         run_id = _open_run(spec, pn, store, values, tune.get_context().get_trial_id())
+        output = lambda parent, file="final.pt": str(plan[parent].dir / file) if parent else None
         task = NodeTask(name=pn.name, hash=pn.hash, node=pn.node, out_dir=str(pn.dir),
-                        teacher_path=_output(exp, pn.node.teacher), init_path=_output(exp, pn.node.init),
+                        teacher_path=output(pn.node.teacher), init_path=output(pn.node.init),
+                        dataset_path=output(pn.node.dataset, PACKAGES),
                         data_cache=str(Path(spec.storage) / "data_cache"), tracking_uri=spec.tracking_uri,
                         run_id=run_id)
         base["run_id"] = run_id or ""
@@ -179,12 +182,6 @@ def _close(spec: TrialSpec, run_id: str | None, status: str, tags: dict[str, str
         tracker = _tracker(spec)
         _safe(tracker.set_tags, run_id, tags)
         _safe(tracker.client.set_terminated, run_id, status)
-
-
-def _output(exp, node: str | None) -> str | None:
-    if node is None:
-        return None
-    return str(make_plan(exp)[node].dir / "final.pt")
 
 
 def _numbers(result: dict[str, Any]) -> dict[str, float]:
