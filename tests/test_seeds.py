@@ -75,3 +75,9 @@ def test_the_summary_shows_mean_and_std_over_seeds_and_each_seed_on_request(tmp_
     for s, top in enumerate(tops):
         assert any(line.strip().startswith(f"kd.seed{s}") and f"{top:.2f}" in line for line in per_seed.splitlines())
     assert mean_std([1.0]) == "1.00" and mean_std([1.0, 3.0]) == "2.00 ± 1.41 (2 seeds)"
+    # the parent run compares the seeded node by its mean too, beside each seed's own number
+    from mlflow.tracking import MlflowClient
+
+    metrics = MlflowClient(result.tracking_uri).get_run(result.parent_run_id).data.metrics
+    assert metrics["test_top1/kd"] == pytest.approx(round(statistics.mean(tops), 2))
+    assert metrics["test_top1/kd.seed1"] == pytest.approx(round(tops[1], 2))

@@ -50,7 +50,26 @@ def headline_rows(nodes: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "from": node.teacher or ("+".join(node.members) if node.members
                                      else f"init:{node.init}" if node.init else "-"),
         }
-    return rows
+    return _with_seed_means(rows, {name: o.plan.node.seed_group for name, o in nodes.items()})
+
+
+def _with_seed_means(rows: dict[str, dict[str, Any]], groups: dict[str, str | None]) -> dict[str, dict[str, Any]]:
+    """A seeded node's mean over its seeds, as a row of its own named as written (`kd`), just before its
+    replicates: the parent's row then compares the node as the summary table does."""
+    import statistics
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, row in rows.items():
+        group = groups.get(name)
+        if group and group not in out:
+            members = [r for n, r in rows.items() if groups.get(n) == group]
+            mean = lambda k: statistics.mean(r[k] for r in members) if all(r.get(k) is not None for r in members) \
+                else None
+            out[group] = {**{k: mean(k) for k in ("test_top1", "best_test_top1", "params", "params_m", "latency_ms")},
+                          "run_id": None, "model": row["model"], "method": row["method"], "from": row["from"],
+                          "status": f"mean of {len(members)} seeds"}
+        out[name] = row
+    return out
 
 
 def metric_key(family: str, node: str) -> str:
