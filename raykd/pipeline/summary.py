@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 
 from raykd.pipeline.run import NodeOutcome, PipelineResult
+from raykd.text_table import aligned
 
 COLUMNS = ("node", "method", "model", "from", "params", "test top-1 (last)", "test top-1 (best val)",
            "ms/input", "seconds", "status", "MLflow run")
@@ -66,10 +67,7 @@ def rows(result: PipelineResult, per_seed: bool = False) -> list[tuple[str, ...]
 
 
 def format_table(result: PipelineResult, per_seed: bool = False) -> str:
-    body = rows(result, per_seed)
-    widths = [max(len(c), *(len(r[i]) for r in body)) for i, c in enumerate(COLUMNS)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
-    out = [line(COLUMNS), line(["-" * w for w in widths])] + [line(r) for r in body]
+    out = aligned(COLUMNS, rows(result, per_seed))
     if result.registered:
         out.append(f"\nregistered: models:/{result.registered[0]}@final (version {result.registered[1]})")
     out.append(f"MLflow: {result.tracking_uri}  parent run {result.parent_run_id}  (browse with `raykd ui`)")

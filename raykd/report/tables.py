@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from raykd.report.collect import NodeRun
 from raykd.report.groups import TOP1_BEST, TOP1_LAST, Group, mean, mean_std
+from raykd.text_table import aligned
 
 COLUMNS = ("node", "method", "model", "params", "ms/input", "test top-1 (best val)", "test top-1 (last)")
 CSV_COLUMNS = ("group", "node", "seed", "method", "model", "run_id", "status", "params", "latency_ms",
@@ -73,11 +74,7 @@ def to_text(rows: list[Row]) -> str:
     for cells, r in zip(body, rows):
         if r.replicate:
             cells[0] = "  " + cells[0]
-    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(COLUMNS)]
-    right = {3, 4, 5, 6}
-    line = (lambda cells: "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                                    for i, (c, w) in enumerate(zip(cells, widths))).rstrip())
-    return "\n".join([line(COLUMNS), line(["-" * w for w in widths])] + [line(b) for b in body])
+    return "\n".join(aligned(COLUMNS, body, right={3, 4, 5, 6}))
 
 
 def to_markdown(rows: list[Row]) -> str:

@@ -8,6 +8,7 @@ import time
 from ray.tune import Callback
 
 from raykd.sweep.space import unpack
+from raykd.text_table import aligned
 
 
 class TrialTable(Callback):
@@ -60,9 +61,7 @@ class TrialTable(Callback):
                  f"{r['value']:.2f}" if isinstance(r["value"], (int, float)) else "-", r["status"])
                 for tid, r in self.rows.items()]
         head = ("trial", "config", "epoch", self.metric, "status")
-        widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
-        fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
         counts = {s: sum(1 for r in self.rows.values() if r["status"] == s) for s in
                   ("running", "done", "cached", "stopped", "failed")}
         summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n) + (f", {pending} pending" if pending else "")
-        self.log("\n".join([f"raykd tune: {summary}", fmt(head)] + [fmt(b) for b in body]))
+        self.log("\n".join([f"raykd tune: {summary}", *aligned(head, body)]))

@@ -7,6 +7,7 @@ import statistics
 
 from raykd.pipeline.summary import mean_std
 from raykd.sweep.results import by_config
+from raykd.text_table import aligned
 
 
 def format_sweep(result) -> str:
@@ -47,7 +48,4 @@ def format_rows(rows, best_key: str | None, mode: str = "max") -> str:
     sign = -1 if mode == "max" else 1
     body.sort(key=lambda b: (b[0] is None, sign * (b[0] or 0)))
     head = ("config", "metric (last epoch)", "test top-1 (last)", "epochs", "status", "trials")
-    cells = [b[1:] for b in body]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)] if cells else [len(h) for h in head]
-    fmt = lambda cs: "  ".join(c.ljust(w) for c, w in zip(cs, widths)).rstrip()
-    return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(c) for c in cells])
+    return "\n".join(aligned(head, [b[1:] for b in body]))
