@@ -18,7 +18,7 @@ def sweep_plot(rows: list[TrialRow], axes: list[str], metric: str, path: Path, t
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    finished = [r for r in rows if r.status in ("done", "cached") and r.metric is not None]
+    finished = [r for r in rows if r.finished]
     if not axes or len(axes) > 2 or not finished:
         return None
     if len(axes) == 1:

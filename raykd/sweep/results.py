@@ -31,6 +31,11 @@ class TrialRow:
     def key(self) -> str:
         return space.config_key(self.values)
 
+    @property
+    def finished(self) -> bool:
+        """Ran to the end (or was trained before) with the metric reported: what the best and the means count."""
+        return self.status in ("done", "cached") and self.metric is not None
+
 
 def rows_from(results, metric: str, epochs: int) -> list[TrialRow]:
     """From Tune's ResultGrid."""
@@ -72,7 +77,7 @@ def best_config(rows: list[TrialRow], mode: str) -> tuple[str, list[TrialRow]] |
     """The config whose finished trials have the best mean metric, and those trials."""
     groups: dict[str, list[TrialRow]] = {}
     for r in rows:
-        if r.status in ("done", "cached") and r.metric is not None:
+        if r.finished:
             groups.setdefault(r.key, []).append(r)
     if not groups:
         return None

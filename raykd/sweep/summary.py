@@ -38,7 +38,7 @@ def format_rows(rows, best_key: str | None, mode: str = "max") -> str:
     """One line per config, best mean first."""
     body = []
     for key, trials in by_config(rows).items():
-        ok = [t for t in trials if t.status in ("done", "cached") and t.metric is not None]
+        ok = [t for t in trials if t.finished]
         tests = [t.test_top1 for t in ok if t.test_top1 is not None]
         score = statistics.mean(t.metric for t in ok) if ok else None
         body.append((score, ("*" if key == best_key else " ") + " " + (key or "(base config)"),
