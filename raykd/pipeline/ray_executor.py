@@ -123,20 +123,29 @@ def _train_loop(config: dict[str, Any]) -> dict[str, Any]:
     return {**result, "_loop_start": started, "_loop_end": time.time()}
 
 
-def _launch(task: NodeTask, request: tuple[int, float, float], storage_path: str, max_failures: int) -> dict[str, Any]:
-    """The zero-CPU task that owns one Train run."""
+def _launch(task: NodeTask, request: tuple[int, float, float], storage_path: str, max_failures: int,
+            report: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The zero-CPU task that owns one Train run. With `report` (a sweep's DDP trial, called inside Tune) every
+    rank reports each epoch, plus `report`'s entries, and TuneReportCallback hands rank 0's to Tune."""
     from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     workers, cpus, gpus = request
     per_worker = {"CPU": cpus, "GPU": gpus} if gpus else {"CPU": cpus}
+    config: dict[str, Any] = {"task": task, "threads": max(1, int(cpus))}
+    callbacks = []
+    if report is not None:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        config.update(report=True, report_extra=report)
+        callbacks.append(TuneReportCallback())
     trainer = TorchTrainer(
         _train_loop,
-        train_loop_config={"task": task, "threads": max(1, int(cpus))},
+        train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=per_worker),
         run_config=RunConfig(name=f"{task.name}-{task.hash[:12]}", storage_path=storage_path,
                              failure_config=FailureConfig(max_failures=max_failures),
-                             logging_config=LoggingConfig(log_level="WARNING")),
+                             logging_config=LoggingConfig(log_level="WARNING"), callbacks=callbacks),
     )
     try:
         result = trainer.fit()

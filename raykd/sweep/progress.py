@@ -12,8 +12,8 @@ from raykd.text_table import aligned
 
 
 class TrialTable(Callback):
-    def __init__(self, metric: str, mode: str, epochs: int, log=print, every: float = 20.0):
-        self.metric, self.mode, self.epochs, self.log, self.every = metric, mode, epochs, log, every
+    def __init__(self, metric: str, epochs: int, log=print, every: float = 20.0):
+        self.metric, self.epochs, self.log, self.every = metric, epochs, log, every
         self.rows: dict[str, dict] = {}
         self._printed = 0.0
 

@@ -37,12 +37,10 @@ class SweepResult:
     folder: Path
     rows: list[TrialRow]
     best_key: str | None
-    best_values: dict[str, Any] | None
     parent_run_id: str | None
     tracking_uri: str
     files: dict[str, Path]
     retrained: Any = None  # the PipelineResult of `then: {retrain: true}`
-    checked: int = 0
     mode: str = "max"
 
 
@@ -133,9 +131,8 @@ def _trial_raw(raw: dict[str, Any], node: str) -> dict[str, Any]:
     return out
 
 
-def sweep_folder(exp, sweep, trial_raw: dict[str, Any]) -> Path:
-    base = build_experiment(trial_raw, (), exp.source)
-    plan = make_plan(base)
+def sweep_folder(exp, sweep, plan) -> Path:
+    """Named by the sweep, the tuned node and its parents' hashes (`plan`: the trials' experiment's)."""
     pn = plan[sweep.node]
     ident = {"sweep": sweep.model_dump(mode="json", exclude={"then", "max_concurrent_trials"}),
              "parents": [plan[p].hash for p in pn.parents],
@@ -144,23 +141,12 @@ def sweep_folder(exp, sweep, trial_raw: dict[str, Any]) -> Path:
     return exp.storage / "sweeps" / f"{exp.name}-{sweep.node}-{h}"
 
 
-def ancestors(plan, node: str) -> set[str]:
-    out: set[str] = set()
-    todo = list(plan[node].parents)
-    while todo:
-        p = todo.pop()
-        if p not in out:
-            out.add(p)
-            todo.extend(plan[p].parents)
-    return out
-
-
 def run_sweep(path: str, overrides=(), address: str | None = None, num_cpus: int | None = None,
               log=print) -> SweepResult:
     from raykd.pipeline.lock import store_lock
     from raykd.pipeline.ray_executor import check_feasible, ensure_ray, worker_request
     from raykd.pipeline.run import check_storage, run_pipeline
-    from raykd.tracking import Tracker, local_store_uri, resolve_uri
+    from raykd.tracking import Tracker, resolve_uri
 
     exp, raw = load_sweep(path, overrides)
     sweep, trial_raw, checked = prepare(exp, raw)
@@ -168,12 +154,12 @@ def run_sweep(path: str, overrides=(), address: str | None = None, num_cpus: int
     plan = make_plan(base)
     name = sweep.node
     check_storage(exp.storage)
-    folder = sweep_folder(exp, sweep, trial_raw)
+    folder = sweep_folder(exp, sweep, plan)
     tuned = plan[name].node
     log(f"raykd tune: {len(sweep.space)} field(s) of node '{name}' ({', '.join(space.fields(sweep))}); "
         f"{checked} config(s) of the space checked; sweep folder {folder}")
 
-    parents = ancestors(plan, name)
+    parents = set(plan) - {name}  # the trials' experiment holds the tuned node and its ancestors only
     if parents:
         log(f"raykd tune: training the tuned node's parents once ({', '.join(p for p in plan if p in parents)})")
         pre = run_pipeline(base, executor="ray", address=address, num_cpus=num_cpus, log=log, only=parents)
@@ -198,23 +184,22 @@ def run_sweep(path: str, overrides=(), address: str | None = None, num_cpus: int
     parent_id = _sweep_run(tracker, folder, exp, sweep, name)
     sweep_name = folder.name
 
-    from raykd.sweep.trial import TrialSpec, run_trial
+    from raykd.sweep.trial import TrialSpec
 
     spec = TrialSpec(raw=trial_raw, source=exp.source, sweep=sweep, sweep_name=sweep_name, parent_run_id=parent_id,
-                     tracking_uri=uri, experiment=tracker.experiment, storage=str(exp.storage))
+                     tracking_uri=uri, experiment=tracker.experiment, storage=str(exp.storage),
+                     request=(workers, cpus, gpus))
     try:
-        results = _tune(spec, folder, tuned, (workers, cpus, gpus), log)
+        results = _tune(spec, folder, tuned, log)
     except BaseException:
         _safe(tracker.client.set_terminated, parent_id, "KILLED")
         raise
     rows = rows_from(results, sweep.metric, tuned.train.epochs)
     complete_rows(sweep, rows)
     best = best_config(rows, sweep.mode)
-    files = _write(folder, rows, sweep, best, raw, tuned, sweep_name)
-    best_values = dict(best[1][0].values) if best else None
+    files = _write(folder, rows, sweep, best, raw, sweep_name)
     _track(tracker, parent_id, rows, best, sweep, files)
-    result = SweepResult(sweep_name, folder, rows, best[0] if best else None, best_values, parent_id, uri, files,
-                         checked=checked, mode=sweep.mode)
+    result = SweepResult(sweep_name, folder, rows, best[0] if best else None, parent_id, uri, files, mode=sweep.mode)
     if sweep.then.retrain and best:
         log(f"raykd tune: retraining the best config ({best[0]}) as node '{name}' of the pipeline")
         from raykd.config import load_experiment
@@ -249,7 +234,7 @@ def _sweep_run(tracker, folder: Path, exp, sweep, node: str) -> str:
     return run_id
 
 
-def _tune(spec, folder: Path, tuned, request, log):
+def _tune(spec, folder: Path, tuned, log):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from raykd.sweep.progress import TrialTable
@@ -257,7 +242,7 @@ def _tune(spec, folder: Path, tuned, request, log):
 
     sweep = spec.sweep
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no boxes; our table is the progress view
-    workers, cpus, gpus = request
+    workers, cpus, gpus = spec.request
     if workers > 1:  # the trial only launches a Ray Train run, which holds the real resources
         resources: dict[str, float] = {"cpu": TRIAL_CPU}
     else:
@@ -266,7 +251,7 @@ def _tune(spec, folder: Path, tuned, request, log):
     epochs = tuned.train.epochs
     scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=min(sweep.grace_period, epochs),
                               reduction_factor=sweep.reduction_factor) if sweep.scheduler == "asha" else FIFOScheduler()
-    table = TrialTable(sweep.metric, sweep.mode, epochs, log)
+    table = TrialTable(sweep.metric, epochs, log)
     run_config = tune.RunConfig(name="tune", storage_path=str(folder), verbose=0, callbacks=[table],
                                 failure_config=tune.FailureConfig(max_failures=tuned.resources.max_failures))
     path = folder / "tune"
@@ -314,11 +299,11 @@ def _searcher(sweep):
     return ConcurrencyLimiter(searcher, sweep.max_concurrent_trials) if sweep.max_concurrent_trials else searcher
 
 
-def _write(folder: Path, rows, sweep, best, raw, tuned, sweep_name: str) -> dict[str, Path]:
+def _write(folder: Path, rows, sweep, best, raw, sweep_name: str) -> dict[str, Path]:
     from raykd.sweep.plots import sweep_plot
 
     files = {"csv": write_csv(rows, folder / "results.csv", sweep.metric)}
-    axes = [f for f in space.free(sweep)]
+    axes = list(space.free(sweep))
     grids = {f: d.values for f, d in space.free(sweep).items() if d.values is not None}
     figure = sweep_plot(rows, axes, sweep.metric, folder / "sweep.png",
                         f"{sweep_name}: {sweep.metric} ({'mean over seeds' if sweep.seeds else 'per trial'})", grids)
@@ -347,7 +332,7 @@ def _track(tracker, parent_id: str, rows: list[TrialRow], best, sweep, files: di
     metrics: dict[str, float] = {}
     heads: dict[str, dict[str, Any]] = {}
     for key, trials in by_config(rows).items():
-        ok = [t for t in trials if t.status in ("done", "cached") and t.metric is not None]
+        ok = [t for t in trials if t.finished]
         label = key or "(base config)"
         if ok:
             metrics[metric_key(sweep.metric.replace("/", "_"), label)] = round(statistics.mean(t.metric for t in ok), 2)

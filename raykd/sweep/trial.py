@@ -18,7 +18,6 @@ from typing import Any
 
 from raykd.config import build_experiment
 from raykd.config.sweep import SweepConfig
-from raykd.errors import RaykdError
 from raykd.pipeline.lock import NodeLock
 from raykd.pipeline.plan import make_plan
 from raykd.pipeline.store import PACKAGES, NodeStore
@@ -40,6 +39,7 @@ class TrialSpec:
     tracking_uri: str
     experiment: str  # MLflow experiment name
     storage: str
+    request: tuple[int, float, float]  # (workers, CPUs, GPUs per worker), as the executor resolves them
 
 
 _TRACKERS: dict[str, Any] = {}  # one MLflow client per tracking store per (reused) trial process
@@ -110,8 +110,12 @@ def _train(task: NodeTask, on_epoch, run_id: str | None, spec: TrialSpec, extra:
     from raykd.pipeline.task import run_task
 
     try:
-        if task.node.resources.workers > 1:
-            return _train_ddp(task, extra)
+        if spec.request[0] > 1:  # DDP: a Ray Train run, as the executor launches one (Tune retries the trial)
+            from raykd.pipeline.ray_executor import _launch
+
+            result = _launch(task, spec.request, str(Path(spec.storage) / "ray"), 0, report=extra)
+            result.pop("_loop_start", None), result.pop("_loop_end", None)
+            return result
         return run_task(task, log=_quiet, on_epoch=on_epoch)
     except SystemExit:  # Tune stopped the trial (ASHA): its checkpoint is on disk, its run says so
         _close(spec, run_id, "KILLED", {"raykd.stopped_early": "true"})
@@ -121,35 +125,11 @@ def _train(task: NodeTask, on_epoch, run_id: str | None, spec: TrialSpec, extra:
         raise
 
 
-def _train_ddp(task: NodeTask, extra: dict[str, Any]) -> dict[str, Any]:
-    """Multi-worker trials: a Ray Train run per trial whose reports reach Tune through TuneReportCallback."""
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from raykd.pipeline.ray_executor import _train_loop
-
-    workers, cpus = task.node.resources.workers, task.node.resources.cpus_per_worker
-    gpus = task.node.resources.gpus_per_worker
-    gpus = 0.0 if gpus == "auto" or task.node.train.device == "cpu" else float(gpus)
-    per_worker = {"CPU": cpus, "GPU": gpus} if gpus else {"CPU": cpus}
-    trainer = TorchTrainer(
-        _train_loop, train_loop_config={"task": task, "threads": max(1, int(cpus)), "report": True, "report_extra": extra},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=per_worker),
-        run_config=RunConfig(name=f"{task.name}-{task.hash[:12]}", storage_path=str(Path(task.out_dir).parent.parent / "ray"),
-                             callbacks=[TuneReportCallback()]))
-    result = trainer.fit().return_value
-    if isinstance(result, dict) and "__error__" in result:
-        raise RaykdError(result["__error__"])
-    result.pop("_loop_start", None), result.pop("_loop_end", None)
-    return result
-
-
 def _open_run(spec: TrialSpec, pn, store: NodeStore | None, values: dict[str, Any], trial_id: str,
               cached_from: str | None = None) -> str | None:
     """The trial's MLflow run, a child of the sweep's run: its sampled values as `sweep.<field>` params. A cached
     trial (no store given) gets a run of its own that points at the run that trained the node."""
-    from raykd.pipeline.run import _node_params
+    from raykd.pipeline.run import _node_params, _node_yaml
 
     if spec.parent_run_id is None:
         return None
@@ -173,7 +153,7 @@ def _open_run(spec: TrialSpec, pn, store: NodeStore | None, values: dict[str, An
         if run_id and store is not None:
             store.write_run_id(run_id, spec.tracking_uri)
     if store is not None:
-        store.write_text("config.yaml", _yaml(pn))
+        store.write_text("config.yaml", _node_yaml(pn))
     return run_id
 
 
@@ -186,12 +166,6 @@ def _close(spec: TrialSpec, run_id: str | None, status: str, tags: dict[str, str
 
 def _numbers(result: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def _yaml(pn) -> str:
-    from raykd.pipeline.run import _node_yaml
-
-    return _node_yaml(pn)
 
 
 _WARNED: set[str] = set()
