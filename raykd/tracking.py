@@ -110,9 +110,13 @@ for _k, _v in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACK
     os.environ.setdefault(_k, _v)
 
 
-def check_server(uri: str, timeout: float = 5.0) -> None:
-    """An HTTP tracking server must answer within seconds, before anything trains (MLflow's own client
-    would retry for minutes first, then fail with a traceback)."""
+SERVER_ADVICE = ("nothing was trained. Start it, or point MLFLOW_TRACKING_URI / tracking.uri at one that runs (unset "
+                 "both to use the store's own database).")
+
+
+def check_server(uri: str, timeout: float = 5.0, advice: str = SERVER_ADVICE) -> None:
+    """An HTTP tracking server must answer within seconds, before anything trains or is read (MLflow's own
+    client would retry for minutes first, then fail with a traceback); `advice` ends the error."""
     if not uri.startswith(("http://", "https://")):
         return
     import urllib.error
@@ -122,9 +126,7 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
         urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).read()
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", None) or e
-        raise RaykdError(f"the MLflow tracking server at {uri} does not answer ({reason}); nothing was trained. "
-                         f"Start it, or point MLFLOW_TRACKING_URI / tracking.uri at one that runs (unset both to "
-                         f"use the store's own database).") from None
+        raise RaykdError(f"the MLflow tracking server at {uri} does not answer ({reason}); {advice}") from None
 
 
 class MetricLogger:

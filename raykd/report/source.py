@@ -81,17 +81,9 @@ def check_reachable(uri: str, local: bool = False) -> None:
                 if local else " check --tracking-uri"
             raise RaykdError(f"no MLflow store at '{path}': run a pipeline first, or{hint}.")
         return
-    if not uri.startswith(("http://", "https://")):
-        return
-    import urllib.error
-    import urllib.request
+    from raykd.tracking import check_server
 
-    try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", None) or e
-        raise RaykdError(f"the MLflow tracking server at {uri} does not answer ({reason}); start it, or pass the "
-                         f"server that holds the runs with --tracking-uri.") from None
+    check_server(uri, advice="start it, or pass the server that holds the runs with --tracking-uri.")
 
 
 def _client(uri: str):
