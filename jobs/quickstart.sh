@@ -17,6 +17,8 @@ config=${1:-conf/quickstart.yaml}
 storage=${RAYKD_STORAGE:-$PWD/runs}
 case "$storage" in /*) ;; *) echo "RAYKD_STORAGE must be an absolute path, got '$storage'" >&2; exit 2 ;; esac
 [ -f "$config" ] || { echo "config file not found: '$config'" >&2; exit 2; }
+command=${RAYKD_COMMAND:-run}  # jobs/tune.sh submits `raykd tune` through this same script
+case "$command" in run|tune) ;; *) echo "RAYKD_COMMAND must be run or tune, got '$command'" >&2; exit 2 ;; esac
 # A cluster started with RAY_AUTH_MODE=token (Ray 2.59+ local clusters default to it) needs the CLI in
 # token mode too; a `ray start` cluster without it rejects nothing. So: token mode whenever a token is
 # at hand (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token), unless RAY_AUTH_MODE says otherwise.
@@ -31,4 +33,4 @@ fi
 runtime_env="{\"excludes\": [\".venv\", \"runs\", \".git\", \"*.pt\", \"*.db\"], \"env_vars\": {$env_vars}}"
 
 exec ray job submit --address "$RAY_ADDRESS" --working-dir . --runtime-env-json "$runtime_env" \
-  ${RAYKD_SUBMIT_ARGS:-} -- "${RAYKD_PYTHON:-python}" -m raykd.cli run "$config" "storage=$storage" "$@"
+  ${RAYKD_SUBMIT_ARGS:-} -- "${RAYKD_PYTHON:-python}" -m raykd.cli "$command" "$config" "storage=$storage" "$@"

@@ -16,26 +16,10 @@
 # nodes' checkpoints, the data cache and, by default, the MLflow store live there. Set MLFLOW_TRACKING_URI to
 # log to a team MLflow server instead. The job's code is this working directory; the Python on the PATH of
 # the cluster (or RAYKD_PYTHON) needs raykd's dependencies (torch, ray[tune], mlflow, ...; optuna for
-# sweep.search=optuna). RAYKD_SUBMIT_ARGS is passed to `ray job submit` (e.g. --no-wait).
+# sweep.search=optuna). RAYKD_SUBMIT_ARGS is passed to `ray job submit` (e.g. --no-wait). It submits through
+# jobs/quickstart.sh, which it shares every check and setting with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-: "${RAY_ADDRESS:?set RAY_ADDRESS to the job server of the cluster, e.g. http://127.0.0.1:8265}"
 config=${1:-conf/sweeps/digits_kd.yaml}
 [ $# -gt 0 ] && shift
-storage=${RAYKD_STORAGE:-$PWD/runs}
-case "$storage" in /*) ;; *) echo "RAYKD_STORAGE must be an absolute path, got '$storage'" >&2; exit 2 ;; esac
-[ -f "$config" ] || { echo "config file not found: '$config'" >&2; exit 2; }
-# Token auth as jobs/quickstart.sh: on whenever a token is at hand, unless RAY_AUTH_MODE says otherwise.
-if [ -z "${RAY_AUTH_MODE:-}" ] && { [ -n "${RAY_AUTH_TOKEN:-}" ] || [ -n "${RAY_AUTH_TOKEN_PATH:-}" ] || [ -f "$HOME/.ray/auth_token" ]; }; then
-  export RAY_AUTH_MODE=token
-fi
-
-env_vars="\"RAY_TRAIN_ENABLE_PRINT_PATCH\": \"0\", \"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S\": \"0.5\", \"RAY_COLOR_PREFIX\": \"0\", \"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER\": \"0\""
-if [ -n "${MLFLOW_TRACKING_URI:-}" ]; then
-  env_vars="$env_vars, \"MLFLOW_TRACKING_URI\": \"$MLFLOW_TRACKING_URI\""
-fi
-runtime_env="{\"excludes\": [\".venv\", \"runs\", \".git\", \"*.pt\", \"*.db\"], \"env_vars\": {$env_vars}}"
-
-exec ray job submit --address "$RAY_ADDRESS" --working-dir . --runtime-env-json "$runtime_env" \
-  ${RAYKD_SUBMIT_ARGS:-} -- "${RAYKD_PYTHON:-python}" -m raykd.cli tune "$config" "storage=$storage" "$@"
+RAYKD_COMMAND=tune exec jobs/quickstart.sh "$config" "$@"
