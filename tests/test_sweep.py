@@ -25,10 +25,9 @@ from raykd.pipeline import run_pipeline
 from raykd.sweep.run import load_sweep, prepare, run_sweep
 from conftest import REPO, TINY
 
-SWEEP = {
+SWEEP = {  # conftest's tiny digits recipe; a teacher and the student the sweep tunes
+    **copy.deepcopy({k: v for k, v in TINY.items() if k in ("data", "train")}),
     "name": "sw",
-    "data": {"name": "digits", "batch_size": 64, "train_limit": 256, "augment": {"crop_padding": 2, "flip": False}},
-    "train": {"epochs": 2, "optimizer": {"lr": 0.05}, "schedule": {"name": "cosine"}},
     "nodes": {
         "teacher": {"model": "resnet8"},
         "student": {"model": "resnet8", "teacher": "teacher", "method": {"name": "kd"}},
