@@ -13,7 +13,7 @@ from conftest import SHARED_DATA
 from raykd.config import DataConfig
 from raykd.data import DeviceLoader, ImageSet, load_data
 from raykd.data.image_set import stratified_split
-from raykd.data.loader import random_crop
+from raykd.data.loader import shifted_crop
 from raykd.errors import DataError
 
 
@@ -88,7 +88,8 @@ def test_ranks_take_disjoint_slices_of_one_permutation():
 
 def test_random_crop_is_a_shift_with_zero_fill():
     x = torch.arange(1, 17, dtype=torch.uint8).view(1, 1, 4, 4).repeat(64, 1, 1, 1)
-    out = random_crop(x, 1, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    out = shifted_crop(x, 1, torch.randint(0, 3, (64,), generator=g), torch.randint(0, 3, (64,), generator=g))
     assert out.shape == x.shape
     padded = torch.nn.functional.pad(x[:1], (1, 1, 1, 1))
     windows = {tuple(padded[0, 0, i:i + 4, j:j + 4].flatten().tolist()) for i in range(3) for j in range(3)}

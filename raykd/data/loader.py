@@ -73,27 +73,55 @@ class DeviceLoader:
 
     def __iter__(self):
         order = self._order()
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 131 + self.rank + 1)
         steps = len(self)
+        order_dev = order[: steps * self.batch_size].to(self.device)  # one copy per epoch, sliced per batch
+        draws = self._draws(order, steps)
         for i in range(steps):
-            idx_cpu = order[i * self.batch_size : (i + 1) * self.batch_size]
-            idx = idx_cpu.to(self.device, non_blocking=True)
-            batch = {"image": self._augment(idx, g), "label": self.labels.index_select(0, idx), "index": idx}
+            idx = order_dev[i * self.batch_size : (i + 1) * self.batch_size]
+            batch = {"image": self._augment(idx, draws[0], i), "label": self.labels.index_select(0, idx), "index": idx}
             if self.targets is not None:
                 batch["target"] = self.targets.index_select(0, idx)
             if self.class_pairs:
-                batch["pair_image"] = self._augment(self._partners(idx_cpu, g).to(self.device), g)
+                batch["pair_image"] = self._augment(draws[2][i], draws[1], i)
             yield batch
 
-    def _augment(self, idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def _draws(self, order: torch.Tensor, steps: int):
+        """The epoch's random numbers, drawn on the host in the per-batch order (so a seed gives the batches it
+        always gave) and copied to the device once: the batches themselves need no host-to-device copy.
+        (crop/flip draws of the images, crop/flip draws of their class partners, the partners' indices)."""
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 131 + self.rank + 1)
+        mine, theirs, partners = [], [], []
+        for i in range(steps):
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            mine.append(self._augment_draws(len(idx), g))
+            if self.class_pairs:
+                partners.append(self._partners(idx, g).to(self.device))
+                theirs.append(self._augment_draws(len(idx), g))
+        return self._to_device(mine), self._to_device(theirs), partners
+
+    def _augment_draws(self, b: int, g: torch.Generator) -> list[torch.Tensor]:
+        out = []
+        if self.crop_padding:
+            out += [torch.randint(0, 2 * self.crop_padding + 1, (b,), generator=g) for _ in range(2)]
+        if self.flip:
+            out.append(torch.rand(b, generator=g) < 0.5)
+        return out
+
+    def _to_device(self, per_step: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+        """Per kind of draw, a [steps, batch] tensor on the device (none when nothing is drawn)."""
+        if not per_step or not per_step[0]:
+            return []
+        return [torch.stack([s[k] for s in per_step]).to(self.device) for k in range(len(per_step[0]))]
+
+    def _augment(self, idx: torch.Tensor, draws: list[torch.Tensor], step: int) -> torch.Tensor:
         x = self.images.index_select(0, idx)
         clip_shape = x.shape if x.dim() == 5 else None
         if clip_shape is not None:  # one crop and flip per clip: frames folded into channels
             x = x.flatten(1, 2)
         if self.crop_padding:
-            x = random_crop(x, self.crop_padding, g)
+            x = shifted_crop(x, self.crop_padding, draws[0][step], draws[1][step])
         if self.flip:
-            x = random_flip(x, g)
+            x = masked_flip(x, draws[-1][step])
         if clip_shape is not None:
             x = x.view(clip_shape)
         x = x.float().div_(255).sub_(self.mean).div_(self.std)
@@ -108,12 +136,10 @@ class DeviceLoader:
         return self._by_class[self._start[labels] + offset]
 
 
-def random_crop(x: torch.Tensor, padding: int, g: torch.Generator) -> torch.Tensor:
-    """Zero-pad by `padding` and crop back to size at a random offset per sample (batched)."""
+def shifted_crop(x: torch.Tensor, padding: int, oy: torch.Tensor, ox: torch.Tensor) -> torch.Tensor:
+    """Zero-pad by `padding` and crop back to size at offsets (`oy`, `ox`) per sample, on x's device."""
     b, c, h, w = x.shape
     padded = F.pad(x, (padding, padding, padding, padding))
-    oy = torch.randint(0, 2 * padding + 1, (b,), generator=g).to(x.device)
-    ox = torch.randint(0, 2 * padding + 1, (b,), generator=g).to(x.device)
     rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
     cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
     bi = torch.arange(b, device=x.device)[:, None, None, None]
@@ -121,7 +147,6 @@ def random_crop(x: torch.Tensor, padding: int, g: torch.Generator) -> torch.Tens
     return padded[bi, ci, rows, cols]
 
 
-def random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Horizontal flip of a random half of the batch."""
-    mask = (torch.rand(x.shape[0], generator=g) < 0.5).to(x.device)[:, None, None, None]
-    return torch.where(mask, x.flip(3), x)
+def masked_flip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Horizontal flip of the samples where `mask` is true."""
+    return torch.where(mask[:, None, None, None], x.flip(3), x)
