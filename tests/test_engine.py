@@ -10,6 +10,7 @@ from raykd import models
 from raykd.config import build_experiment
 from raykd.engine import RunContext, fit, load_student
 from raykd.engine import checkpoint as ckpt
+from raykd.engine.step_stats import StepStats
 from raykd.errors import NonFiniteLossError
 from raykd.methods import Distiller, MethodConfig, build_distiller, register_method, validate_method_config
 
@@ -78,6 +79,63 @@ def test_non_finite_loss_stops_with_step_and_term(tiny_raw, tmp_path):
     state = ckpt.load(tmp_path / "checkpoint.pt")
     assert state["epoch"] == 1, "the last good checkpoint (epoch 1) is kept"
     assert not (tmp_path / "final.pt").exists()
+
+
+def test_the_finite_check_names_the_first_bad_step_of_a_read_back_window():
+    """Rows are read back every few steps: a NaN in the middle of a window (and the NaNs that follow it once the
+    weights are NaN) still names the step it started at, and its term."""
+    stats = StepStats(torch.device("cpu"), every=8)
+    nan = torch.tensor(float("nan"))
+    for step in range(10, 13):
+        stats.add(step, torch.tensor(1.0), {"ce": torch.tensor(1.0), "kd": torch.tensor(0.0)}, torch.tensor(3), 4,
+                  epoch=1, tag="kd")
+    stats.add(13, nan, {"ce": torch.tensor(2.0), "kd": nan}, torch.tensor(0), 4, epoch=1, tag="kd")
+    stats.add(14, nan, {"ce": nan, "kd": nan}, torch.tensor(0), 4, epoch=1, tag="kd")
+    with pytest.raises(NonFiniteLossError, match=r"\[kd\] loss became non-finite at step 13 \(epoch 2\): "
+                                                 r"term\(s\) kd \(ce=2, kd=nan\)"):
+        stats.flush(epoch=1, tag="kd")
+
+
+def test_step_stats_are_the_batch_weighted_epoch_means():
+    stats = StepStats(torch.device("cpu"), every=2)  # 5 steps: two full windows and one flushed at the end
+    terms = [(0.5, 2.0), (1.0, 1.0), (1.5, 0.5), (2.0, 0.0), (4.0, 1.0)]
+    sizes, correct = [4, 4, 4, 4, 2], [1, 2, 3, 4, 2]
+    for i, ((ce, kd), n, c) in enumerate(zip(terms, sizes, correct)):
+        stats.add(i, torch.tensor(ce + kd), {"ce": torch.tensor(ce), "kd": torch.tensor(kd)}, torch.tensor(c), n,
+                  epoch=0, tag="t")
+    stats.flush(epoch=0, tag="t")
+    m = stats.metrics()
+    ce = sum(t[0] * n for t, n in zip(terms, sizes)) / 18
+    kd = sum(t[1] * n for t, n in zip(terms, sizes)) / 18
+    assert m == pytest.approx({"train/ce": ce, "train/kd": kd, "train/loss": ce + kd, "train/top1": 100 * 12 / 18})
+    assert list(m) == ["train/ce", "train/kd", "train/loss", "train/top1"] and stats.seen == 18
+
+
+def test_a_training_step_reads_nothing_back_from_the_device(tiny_raw, tmp_path):
+    """Host reads of tensor values (item, bool, float: aten._local_scalar_dense, what waits on a GPU) do not grow
+    with the number of steps: the step itself reads nothing; the rows come back in one transfer per window."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountReads(TorchDispatchMode):
+        reads = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                CountReads.reads += 1
+            return func(*args, **(kwargs or {}))
+
+    counts = {}
+    for steps in (4, 16):
+        node = build_experiment(tiny_raw, ["train.epochs=1", f"data.train_limit={64 * steps}"]).nodes["kd"]
+        teacher = tmp_path / "teacher"
+        if not (teacher / "final.pt").exists():
+            fit(build_experiment(tiny_raw, ["train.epochs=1"]).nodes["teacher"], RunContext(out_dir=teacher, log=quiet))
+        CountReads.reads = 0
+        with CountReads():
+            result = fit(node, RunContext(out_dir=tmp_path / str(steps), teacher_path=teacher / "final.pt", log=quiet))
+        assert result["steps_per_epoch"] == steps
+        counts[steps] = CountReads.reads
+    assert counts[4] == counts[16], counts
 
 
 def test_epoch_metrics_name_every_loss_term(tiny_raw, tmp_path):
@@ -155,8 +213,8 @@ def test_live_progress_line_redraws_and_clears(capsys):
 
     line = _LiveLine("[kd] epoch 2/5", steps=10)
     line.last -= 1.0  # pretend half a second has passed
-    line.update(4, torch.tensor(0.25))
-    line.update(5, torch.tensor(0.2))  # too soon: not redrawn
+    line.update(4, 0.25)
+    line.update(5, 0.2)  # too soon: not redrawn
     line.clear()
     out = capsys.readouterr().out
     assert out.startswith("\r[kd] epoch 2/5 [#########") and "4/10  loss 0.2500" in out

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import os
 import sys
 import time
@@ -28,8 +27,9 @@ from raykd.engine import checkpoint as ckpt
 from raykd.engine.evaluate import evaluate, topk_correct
 from raykd.engine.optim import build_optimizer, lr_at, set_lr
 from raykd.engine.latency import latency_ms
+from raykd.engine.step_stats import StepStats
 from raykd.engine.student_file import load_student, plain_backbone, save_student, weights_fingerprint
-from raykd.errors import CheckpointError, ConfigError, NonFiniteLossError
+from raykd.errors import CheckpointError, ConfigError
 from raykd.methods import build_distiller
 from raykd.methods.base import MethodContext
 
@@ -169,21 +169,15 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
         distiller.start_epoch(epoch)
         model.train()
         t0 = time.perf_counter()
-        sums: dict[str, torch.Tensor] = {}
-        correct = torch.zeros((), device=device)
-        seen = 0
-        pending = None  # (step, total, terms) of the previous step, checked one step late
+        stats = StepStats(device)  # the step never reads a number back: they come back every few steps
         live = _LiveLine(f"[{tag}] epoch {epoch + 1}/{tcfg.epochs}", steps_per_epoch) if ctx.live and is_main else None
         for batch in train_loader:
-            if live is not None and pending is not None:
-                live.update(step - epoch * steps_per_epoch, pending[1])
+            if live is not None:
+                live.update(step - epoch * steps_per_epoch, stats.last_loss)
             set_lr(optimizer, lr_at(step, steps_per_epoch, tcfg.epochs, tcfg.optimizer.lr, tcfg.schedule))
             with autocast():
                 logits, losses = model(batch)
             total = sum(losses.values())
-            if pending is not None:
-                _check_finite(*pending, epoch=epoch, tag=tag)
-            pending = (step, total.detach(), {k: v.detach() for k, v in losses.items()})
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
             if tcfg.grad_clip is not None:
@@ -191,22 +185,18 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
                 torch.nn.utils.clip_grad_norm_(distiller.parameters(), tcfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
-            n = batch["label"].shape[0]
-            for k, v in pending[2].items():
-                sums[k] = sums.get(k, 0) + v.float() * n
-            sums["loss"] = sums.get("loss", 0) + pending[1].float() * n
-            correct += topk_correct(logits.detach(), batch["label"], ks=(1,))[0]
-            seen += n
+            stats.add(step, total.detach(), {k: v.detach() for k, v in losses.items()},
+                      topk_correct(logits.detach(), batch["label"], ks=(1,))[0], batch["label"].shape[0],
+                      epoch=epoch, tag=tag)
             step += 1
-        if pending is not None:
-            _check_finite(*pending, epoch=epoch, tag=tag)
+        stats.flush(epoch=epoch, tag=tag)
         if live is not None:
             live.clear()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds = time.perf_counter() - t0
-        metrics = {f"train/{k}": (v / seen).item() for k, v in sums.items()}
-        metrics["train/top1"] = 100.0 * correct.item() / max(1, seen)
+        metrics = stats.metrics()
+        seen = stats.seen
         val = evaluate(distiller.student, val_loader, autocast, heads=distiller)
         metrics.update({f"val/{k}": v for k, v in val.items()})
         metrics["lr"] = optimizer.param_groups[0]["lr"]
@@ -234,7 +224,7 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
         elapsed = time.perf_counter() - run_start
         done = epoch + 1 - start_epoch
         eta = elapsed / done * (tcfg.epochs - epoch - 1)
-        terms = ", ".join(f"{k} {metrics[f'train/{k}']:.3f}" for k in sums if k != "loss")
+        terms = ", ".join(f"{k} {metrics[f'train/{k}']:.3f}" for k in stats.term_names())
         heads = " ".join(f"{k[:-5]} {v:.1f}" for k, v in val.items() if k.endswith("_top1"))
         log(f"[{tag}] epoch {epoch + 1}/{tcfg.epochs}  loss {metrics['train/loss']:.4f} ({terms})  "
             f"train {metrics['train/top1']:.1f}%  val {val['top1']:.2f}%{f' ({heads})' if heads else ''}  "
@@ -294,19 +284,6 @@ def _resume_state(path: Path, device, rank: int, log, tag: str) -> dict[str, Any
         return None
 
 
-def _check_finite(step: int, total: torch.Tensor, terms: dict[str, torch.Tensor], *, epoch: int, tag: str) -> None:
-    if bool(torch.isfinite(total)):
-        return
-    values = {k: float(v) for k, v in terms.items()}
-    bad = [k for k, v in values.items() if not math.isfinite(v)]
-    shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
-    raise NonFiniteLossError(
-        f"[{tag}] loss became non-finite at step {step} (epoch {epoch + 1}): term(s) {', '.join(bad) or 'total'} "
-        f"({shown}). Training stopped; the last good checkpoint is kept. Lower the learning rate, "
-        f"enable grad_clip, or check the inputs."
-    )
-
-
 class _LiveLine:
     """A single terminal line redrawn at most twice a second: steps done, loss, rate."""
 
@@ -314,7 +291,7 @@ class _LiveLine:
         self.prefix, self.steps = prefix, steps
         self.start = self.last = time.perf_counter()
 
-    def update(self, done: int, loss: torch.Tensor) -> None:
+    def update(self, done: int, loss: float | None) -> None:
         now = time.perf_counter()
         if now - self.last < 0.5:
             return
@@ -323,13 +300,17 @@ class _LiveLine:
         eta = (self.steps - done) / max(rate, 1e-9)
         width = 24
         bar = "#" * int(width * done / self.steps)
-        sys.stdout.write(f"\r{self.prefix} [{bar:<{width}}] {done}/{self.steps}  loss {float(loss):.4f}  "
+        sys.stdout.write(f"\r{self.prefix} [{bar:<{width}}] {done}/{self.steps}  loss {_fmt_loss(loss)}  "
                          f"{rate:.1f} it/s  {_fmt_seconds(eta)} left\033[K")
         sys.stdout.flush()
 
     def clear(self) -> None:
         sys.stdout.write("\r\033[K")
         sys.stdout.flush()
+
+
+def _fmt_loss(loss: float | None) -> str:
+    return "..." if loss is None else f"{loss:.4f}"
 
 
 def _fmt_seconds(s: float) -> str:
