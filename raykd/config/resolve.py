@@ -43,7 +43,7 @@ def resolve_nodes(cfg: ExperimentConfig, raw: dict[str, Any], source: str | None
             try:
                 merged[section] = typ.model_validate(data)
             except ValidationError as e:
-                problems.append(format_errors(e, typ, prefix + (section,), None))
+                problems.append(format_validation_error(e, typ, ".".join(prefix + (section,))))
         if node.members is not None:
             try:
                 method_cfg = integrate.validate_integration_config(node.method, where=f"nodes.{name}.method")
