@@ -252,3 +252,22 @@ def test_each_malformed_config_gets_one_paragraph_naming_its_file_and_field(path
 
 def test_the_corpus_is_large():
     assert len(MALFORMED) >= 30
+
+
+@pytest.mark.parametrize("override, message", [
+    ("nodes.kd.train.epochs=-1", "nodes.kd.train.epochs: Input should be greater than 0, got -1."),
+    ("nodes.kd.resources.gpus_per_worker=1.5", "nodes.kd.resources.gpus_per_worker: a worker takes a fraction of "
+                                               "one GPU (0 < g <= 1) or whole GPUs (2, 3, ...), got 1.5."),
+    ("nodes.kd.resources={workers: 2, gpus_per_worker: 0.25}", "nodes.kd.resources: gpus_per_worker 0.25 with 2 "
+                                                               "workers: DDP ranks cannot share a GPU"),
+])
+def test_a_node_section_error_is_one_line_under_one_heading(tiny_raw, override, message):
+    with pytest.raises(ConfigError) as e:
+        build_experiment(tiny_raw, [override])
+    assert str(e.value).startswith("invalid config:\n  " + message) and str(e.value).count("invalid config") == 1
+
+
+def test_fractional_and_whole_gpus_per_worker_are_accepted(tiny_raw):
+    exp = build_experiment(tiny_raw, ["nodes.kd.resources.gpus_per_worker=0.25", "nodes.vanilla.resources.workers=2",
+                                      "nodes.vanilla.resources.gpus_per_worker=2"])
+    assert exp.nodes["kd"].resources.gpus_per_worker == 0.25 and exp.nodes["vanilla"].resources.gpus_per_worker == 2

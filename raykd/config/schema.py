@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from raykd.config.sweep import SweepConfig
 from raykd.strict import StrictModel
@@ -73,8 +73,24 @@ class DataConfig(Strict):
 class ResourcesConfig(Strict):
     workers: int = Field(1, gt=0)
     cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float | Literal["auto"] = "auto"
+    gpus_per_worker: float | Literal["auto"] = "auto"  # a fraction packs several single-worker nodes on a GPU
     max_failures: int = Field(0, ge=0)
+
+    @field_validator("gpus_per_worker")
+    @classmethod
+    def _ray_gpu_amount(cls, v: float | str) -> float | str:
+        if v != "auto" and (v < 0 or (v > 1 and v != int(v))):
+            raise ValueError("a worker takes a fraction of one GPU (0 < g <= 1) or whole GPUs (2, 3, ...)")
+        return v
+
+    @model_validator(mode="after")
+    def _ddp_needs_whole_gpus(self) -> "ResourcesConfig":
+        g = self.gpus_per_worker
+        if self.workers > 1 and g != "auto" and 0 < g < 1:
+            raise ValueError(f"gpus_per_worker {g:g} with {self.workers} workers: DDP ranks cannot share a GPU "
+                             f"(NCCL refuses two ranks on one device). Fractional GPUs are for single-worker nodes; "
+                             f"give DDP workers whole GPUs.")
+        return self
 
 
 class CascadeLink(Strict):
