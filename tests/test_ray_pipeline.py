@@ -38,7 +38,7 @@ def test_skd_branches_run_concurrently_and_a_failing_node_only_stops_its_descend
         "after_broken": {"model": "resnet8", "teacher": "broken", "method": {"name": "kd"}},
     }
     raw["final"] = "skd"
-    # The teacher trains in-process first (one Ray Train start-up less); the Ray run finds it cached.
+    # The teacher trains in-process first, and the Ray run finds it cached (the cache across executors).
     teacher_only = dict(copy.deepcopy(raw), nodes={"teacher": raw["nodes"]["teacher"]}, final="teacher")
     assert run_pipeline(build_experiment(teacher_only), executor="local", log=lambda *_: None).ok
     result = run_pipeline(build_experiment(raw), executor="ray", log=lambda *_: None)
@@ -69,7 +69,7 @@ def test_skd_branches_run_concurrently_and_a_failing_node_only_stops_its_descend
 
 def test_dtskd_variants_run_concurrently_with_their_branch_accuracies(tiny_raw):
     """Two DTSKD variants (the paper's history and the official code's one-hot targets) as concurrent
-    Ray Train runs; each reports its branches' accuracies and its history's size to MLflow."""
+    Ray tasks; each reports its branches' accuracies and its history's size to MLflow."""
     raw = copy.deepcopy(tiny_raw)
     raw["resources"] = {"cpus_per_worker": 1}
     raw["nodes"] = {"dtskd": {"model": "resnet8", "method": {"name": "dtskd"}},
@@ -192,3 +192,97 @@ def test_a_node_another_run_holds_waits_on_ray_while_the_rest_proceeds(tiny_raw)
     other_started = next(i for i, line in enumerate(logs) if "node 'other' started" in line)
     vanilla_started = next(i for i, line in enumerate(logs) if "node 'vanilla' started" in line)
     assert waited < vanilla_started and other_started < vanilla_started, "the free node did not wait"
+
+
+def _tasks_named(name: str, settled: bool = True, timeout: float = 30.0):
+    """The attempts of Ray task `name` as Ray's state API (what the dashboard shows) lists them; with `settled`,
+    once none is still pending or running (the state API trails the tasks by a moment)."""
+    from ray.util.state import list_tasks
+
+    deadline = time.time() + timeout
+    while True:
+        tasks = list_tasks(filters=[("name", "=", name)], detail=True, raise_on_missing_output=False)
+        if tasks and (not settled or all(t.state in ("FINISHED", "FAILED") for t in tasks)) or time.time() > deadline:
+            return tasks
+        time.sleep(0.2)
+
+
+def test_single_worker_nodes_run_in_reused_worker_processes(tiny_raw):
+    """A chain of single-worker nodes (each taking both CPUs, so one at a time) runs as Ray tasks named after
+    their nodes, in worker processes Ray keeps: fewer processes than nodes, no Ray Train run."""
+    raw = copy.deepcopy(tiny_raw)
+    raw["resources"] = {"cpus_per_worker": 2}
+    raw["train"]["epochs"] = 1
+    raw["nodes"] = {"teacher": {"model": "resnet8"},
+                    "ta": {"model": "resnet8", "teacher": "teacher", "method": {"name": "kd"}},
+                    "kd": {"model": "resnet8", "teacher": "ta", "method": {"name": "kd"}},
+                    "dkd": {"model": "resnet8", "teacher": "kd", "method": {"name": "dkd"}}}
+    raw["final"] = "dkd"
+    exp = build_experiment(raw)
+    result = run_pipeline(exp, executor="ray", log=lambda *_: None)
+    assert result.ok, {n: o.error for n, o in result.nodes.items()}
+    pids = [o.result["ray/worker_pid"] for o in result.nodes.values()]
+    assert len(set(pids)) < len(pids), f"every node started a process of its own: {pids}"
+    for name in raw["nodes"]:
+        attempts = _tasks_named(f"raykd:{name}")
+        assert [t.state for t in attempts] == ["FINISHED"] and str(attempts[0].worker_pid) in pids
+    assert not (exp.storage / "ray").exists() or not any((exp.storage / "ray").iterdir()), "no Train run"
+
+
+def test_a_killed_worker_process_resumes_its_node_from_the_epoch_checkpoint(tiny_raw):
+    """SIGKILL the worker process training a node mid-run: Ray retries the task (`max_failures: 1`), the retry
+    resumes after the last epoch checkpointed, and its MLflow run ends up with every epoch once."""
+    import os
+    import signal
+    import threading
+
+    from raykd.engine import checkpoint as ckpt
+
+    raw = copy.deepcopy(tiny_raw)
+    raw["data"]["train_limit"] = 1024
+    raw["train"]["epochs"] = 6
+    raw["nodes"] = {"victim": {"model": "resnet8", "resources": {"cpus_per_worker": 2, "max_failures": 1}}}
+    raw["final"] = "victim"
+    exp = build_experiment(raw)
+    out = {}
+    runner = threading.Thread(target=lambda: out.update(r=run_pipeline(exp, executor="ray", log=lambda *_: None)))
+    runner.start()
+    from raykd.pipeline import make_plan
+
+    checkpoint = make_plan(exp)["victim"].dir / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    running = [t for t in _tasks_named("raykd:victim", settled=False) if t.state == "RUNNING"]
+    killed_after = ckpt.load(checkpoint)["epoch"]
+    os.kill(running[0].worker_pid, signal.SIGKILL)
+    runner.join(300)
+    result = out["r"]
+    assert result.ok, result.nodes["victim"].error
+    r = result.nodes["victim"].result
+    assert 1 <= killed_after <= r["resumed_after_epoch"] < 6, (killed_after, r["resumed_after_epoch"])
+    assert r["ray/worker_pid"] != str(running[0].worker_pid)
+    attempts = _tasks_named("raykd:victim")
+    assert sorted(t.attempt_number for t in attempts) == [0, 1]
+    client = MlflowClient(result.tracking_uri)
+    run = client.get_run(result.nodes["victim"].run_id)
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/top1")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_user_error_inside_a_node_reaches_the_driver_once_and_is_not_retried(tiny_raw):
+    """A config error only the node can find (its batch outgrows its training split) fails that node with the
+    message intact, once, though the node allows retries: retries are for lost processes, not for mistakes."""
+    raw = copy.deepcopy(tiny_raw)
+    raw["nodes"] = {"small": {"model": "resnet8", "data": {"train_limit": 32},
+                              "resources": {"max_failures": 2, "cpus_per_worker": 2}}}
+    raw["final"] = "small"
+    logs = []
+    result = run_pipeline(build_experiment(raw), executor="ray", log=logs.append)
+    err = result.nodes["small"].error
+    assert result.nodes["small"].status == "failed"
+    assert "nodes.small.data.batch_size (64) is larger than the training split (32 images)" in err
+    assert "Traceback" not in err and "RayTaskError" not in err
+    attempts = _tasks_named("raykd:small")
+    assert [(t.attempt_number, t.state) for t in attempts] == [(0, "FAILED")]
+    assert sum("is larger than the training split" in line for line in logs) == 1

@@ -1,9 +1,8 @@
-"""Runs the DAG on Ray: every ready node becomes a Ray Train run, launched from a zero-CPU task
-as soon as its parents finish, so independent branches run concurrently across the cluster.
-
-Each run is a `TorchTrainer` (DDP over `resources.workers` workers) named by the node's hash.
-Every request is checked against the cluster before anything starts: a node that can never be
-scheduled is an error up front, not a run that waits forever.
+"""Runs the DAG on Ray: every node is launched as soon as its parents finish, so independent branches run
+concurrently across the cluster. A single-worker node is a Ray task in a reused worker process
+(ray_node_task.py: no process start per node); a multi-worker node is a Ray Train DDP run
+(ray_train_run.py). Every request is checked against the cluster before anything starts: a node that can
+never be scheduled is an error up front, not a run that waits forever.
 """
 
 from __future__ import annotations
@@ -16,6 +15,8 @@ from typing import Any
 from raykd.config import ResolvedNode
 from raykd.errors import RaykdError, ResourceError
 from raykd.pipeline.events import Events, blocked_by_failure
+from raykd.pipeline.ray_node_task import GPU_RUNTIME_ENV, run_node
+from raykd.pipeline.ray_train_run import launch
 from raykd.pipeline.task import NodeTask
 
 POLL_SECONDS = 1.0  # how often a node another run is training is looked at again
@@ -97,89 +98,6 @@ def check_feasible(nodes: dict[str, ResolvedNode]) -> None:
         )
 
 
-def _train_loop(config: dict[str, Any]) -> dict[str, Any]:
-    """Runs inside each Ray Train worker."""
-    import ray.train
-    import ray.train.torch
-    import torch
-
-    from raykd.pipeline.task import run_task
-
-    started = time.time()
-    torch.set_num_threads(config["threads"])
-    ctx = ray.train.get_context()
-    on_epoch = None
-    if config.get("report"):  # a sweep's DDP trial: every rank reports each epoch (TuneReportCallback takes rank 0's)
-        last = config["task"].node.train.epochs
-
-        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            if epoch < last:  # the trial reports the last epoch itself, once the node is recorded
-                ray.train.report({**metrics, "epoch": epoch, **config.get("report_extra", {})})
-    try:
-        result = run_task(config["task"], ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device(),
-                          on_epoch=on_epoch)
-    except RaykdError as e:  # a user-facing error: carry the message, do not retry
-        return {"__error__": str(e), "__type__": type(e).__name__}
-    return {**result, "_loop_start": started, "_loop_end": time.time()}
-
-
-def _launch(task: NodeTask, request: tuple[int, float, float], storage_path: str, max_failures: int,
-            report: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The zero-CPU task that owns one Train run. With `report` (a sweep's DDP trial, called inside Tune) every
-    rank reports each epoch, plus `report`'s entries, and TuneReportCallback hands rank 0's to Tune."""
-    from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    workers, cpus, gpus = request
-    per_worker = {"CPU": cpus, "GPU": gpus} if gpus else {"CPU": cpus}
-    config: dict[str, Any] = {"task": task, "threads": max(1, int(cpus))}
-    callbacks = []
-    if report is not None:
-        from ray.tune.integration.ray_train import TuneReportCallback
-
-        config.update(report=True, report_extra=report)
-        callbacks.append(TuneReportCallback())
-    trainer = TorchTrainer(
-        _train_loop,
-        train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=per_worker),
-        run_config=RunConfig(name=f"{task.name}-{task.hash[:12]}", storage_path=storage_path,
-                             failure_config=FailureConfig(max_failures=max_failures),
-                             logging_config=LoggingConfig(log_level="WARNING"), callbacks=callbacks),
-    )
-    try:
-        result = trainer.fit()
-    except Exception as e:  # TrainingFailedError wraps the worker's exception
-        raise RuntimeError(f"node '{task.name}' failed in its Ray Train run: {_root_cause(e)}") from None
-    value = result.return_value
-    if isinstance(value, dict) and "__error__" in value:
-        raise RaykdError(value["__error__"])
-    return value
-
-
-def _integrate(task: NodeTask, threads: int) -> dict[str, Any]:
-    """Integration and packages nodes only evaluate finished models: a plain Ray task, no Train run."""
-    import torch
-
-    from raykd.engine import pick_device
-    from raykd.pipeline.task import run_task
-
-    torch.set_num_threads(threads)
-    started = time.time()
-    try:
-        result = run_task(task, device=pick_device(task.node.train.device))
-    except RaykdError as e:
-        raise RaykdError(str(e)) from None
-    return {**result, "_loop_start": started, "_loop_end": time.time()}
-
-
-def _root_cause(e: BaseException) -> str:
-    while e.__cause__ is not None:
-        e = e.__cause__
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[-1] if text else ''}"
-
-
 def critical_path(parents: dict[str, tuple[str, ...]]) -> dict[str, int]:
     """Length of the longest chain of descendants below each node (0 for a leaf)."""
     children: dict[str, list[str]] = {n: [] for n in parents}
@@ -222,8 +140,8 @@ class RayExecutor:
         order = {n: i for i, n in enumerate(tasks)}
         priority = critical_path({n: tuple(p for p in parents.get(n, ()) if p in tasks) for n in tasks})
         in_use = {"CPU": 0.0, "GPU": 0.0}
-        launch = ray.remote(num_cpus=0, max_retries=0)(_launch)
-        integrate = ray.remote(max_retries=0)(_integrate)
+        ddp = ray.remote(num_cpus=0, max_retries=0)(launch)
+        single = ray.remote(max_calls=0)(run_node)  # max_calls=0: the worker process is kept for the next node
         waiting = dict(tasks)
         running: dict[Any, str] = {}
         finished: set[str] = set()
@@ -255,11 +173,15 @@ class RayExecutor:
                     in_use[r] += need[name][r]
                 events.on_start(name)
                 launched[name] = time.time()
-                if not task.node.trains:
-                    _, c, g = requests[name]
-                    ref = integrate.options(name=f"raykd:{name}", num_cpus=c, num_gpus=g).remote(task, max(1, int(c)))
+                workers, c, g = requests[name]
+                if workers == 1:
+                    options = dict(name=f"raykd:{name}", num_cpus=c, num_gpus=g,
+                                   max_retries=task.node.resources.max_failures)
+                    if g:
+                        options["runtime_env"] = GPU_RUNTIME_ENV
+                    ref = single.options(**options).remote(task, max(1, int(c)))
                 else:
-                    ref = launch.options(name=f"raykd:{name}").remote(
+                    ref = ddp.options(name=f"raykd:{name}").remote(
                         task, requests[name], self.storage_path, task.node.resources.max_failures)
                 running[ref] = name
             if not running:

@@ -111,9 +111,9 @@ def _train(task: NodeTask, on_epoch, run_id: str | None, spec: TrialSpec, extra:
 
     try:
         if spec.request[0] > 1:  # DDP: a Ray Train run, as the executor launches one (Tune retries the trial)
-            from raykd.pipeline.ray_executor import _launch
+            from raykd.pipeline.ray_train_run import launch
 
-            result = _launch(task, spec.request, str(Path(spec.storage) / "ray"), 0, report=extra)
+            result = launch(task, spec.request, str(Path(spec.storage) / "ray"), 0, report=extra)
             result.pop("_loop_start", None), result.pop("_loop_end", None)
             return result
         return run_task(task, log=_quiet, on_epoch=on_epoch)
