@@ -223,6 +223,8 @@ def test_single_worker_nodes_run_in_reused_worker_processes(tiny_raw):
     assert result.ok, {n: o.error for n, o in result.nodes.items()}
     pids = [o.result["ray/worker_pid"] for o in result.nodes.values()]
     assert len(set(pids)) < len(pids), f"every node started a process of its own: {pids}"
+    warmed = {str(t.worker_pid) for t in _tasks_named("raykd:warm-up")}
+    assert pids[0] in warmed, "the first node ran in a process warmed up while the driver set up"
     for name in raw["nodes"]:
         attempts = _tasks_named(f"raykd:{name}")
         assert [t.state for t in attempts] == ["FINISHED"] and str(attempts[0].worker_pid) in pids

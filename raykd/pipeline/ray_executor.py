@@ -15,7 +15,7 @@ from typing import Any
 from raykd.config import ResolvedNode
 from raykd.errors import RaykdError, ResourceError
 from raykd.pipeline.events import Events, blocked_by_failure
-from raykd.pipeline.ray_node_task import GPU_RUNTIME_ENV, run_node
+from raykd.pipeline.ray_node_task import GPU_RUNTIME_ENV, run_node, warm_up
 from raykd.pipeline.ray_train_run import launch
 from raykd.pipeline.task import NodeTask
 
@@ -98,6 +98,32 @@ def check_feasible(nodes: dict[str, ResolvedNode]) -> None:
         )
 
 
+MAX_WARM = 8  # worker processes warmed up ahead of the nodes, at most
+WARM_WAIT_SECONDS = 30.0  # the nodes wait this long at most for the warm-ups (a cluster still starting workers)
+
+
+def warm_workers(nodes: dict[str, ResolvedNode]) -> list[Any]:
+    """Start importing torch, the engine and MLflow in as many worker processes as single-worker nodes can
+    run at once (per runtime env: CPU and GPU nodes' workers differ), without reserving anything: the driver
+    is still opening its MLflow runs. Returns the tasks' refs: `execute` waits for them before its first node."""
+    import ray
+
+    total = ray.cluster_resources()
+    slots: dict[bool, list[tuple[float, float]]] = {}
+    for node in nodes.values():
+        workers, c, g = worker_request(node, total.get("GPU", 0))
+        if workers == 1:
+            slots.setdefault(g > 0, []).append((c, g))
+    warm = ray.remote(num_cpus=0, max_retries=0)(warm_up)
+    refs = []
+    for gpu, requests in slots.items():
+        at_once = min(total.get("CPU", 0) / min(c for c, _ in requests),
+                      total.get("GPU", 0) / min(g for _, g in requests) if gpu else float("inf"))
+        options: dict[str, Any] = {"name": "raykd:warm-up", **({"runtime_env": GPU_RUNTIME_ENV} if gpu else {})}
+        refs += [warm.options(**options).remote() for _ in range(int(min(len(requests), at_once, MAX_WARM)))]
+    return refs
+
+
 def critical_path(parents: dict[str, tuple[str, ...]]) -> dict[str, int]:
     """Length of the longest chain of descendants below each node (0 for a leaf)."""
     children: dict[str, list[str]] = {n: [] for n in parents}
@@ -124,15 +150,20 @@ class RayExecutor:
     def __init__(self, storage_path: str, address: str | None = None, num_cpus: int | None = None, log=print):
         self.storage_path = storage_path
         self.address, self.num_cpus, self.log = address, num_cpus, log
+        self._warming: list[Any] = []  # warm-up tasks' refs, kept so that they are not cancelled
 
     def check(self, nodes: dict[str, ResolvedNode]) -> None:
         ensure_ray(self.address, self.num_cpus)
         check_feasible(nodes)
+        self._warming = warm_workers(nodes)
 
     def execute(self, tasks: dict[str, NodeTask], parents: dict[str, tuple[str, ...]], events: Events) -> None:
         import ray
 
         ensure_ray(self.address, self.num_cpus)
+        if self._warming and tasks:  # a node launched now would find the workers busy warming and start a cold one
+            ray.wait(self._warming, num_returns=len(self._warming), timeout=WARM_WAIT_SECONDS)
+        self._warming = []
         total = ray.cluster_resources()
         capacity = {"CPU": total.get("CPU", 0.0), "GPU": total.get("GPU", 0.0)}
         requests = {n: worker_request(t.node, capacity["GPU"]) for n, t in tasks.items()}

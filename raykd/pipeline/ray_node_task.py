@@ -53,6 +53,20 @@ def run_node(task: NodeTask, threads: int) -> dict[str, Any]:
     return {**result, **where, "_loop_start": started, "_loop_end": time.time()}
 
 
+def warm_up() -> str:
+    """Import what a node needs (torch, the engine, methods, models, data, MLflow) in a worker process that
+    will run nodes, while the driver is still setting up: the first node it runs starts at once."""
+    import mlflow  # noqa: F401
+    import mlflow.tracking  # noqa: F401
+
+    import raykd.data  # noqa: F401
+    import raykd.methods  # noqa: F401
+    import raykd.models  # noqa: F401
+    import raykd.tracking  # noqa: F401
+
+    return str(os.getpid())
+
+
 def _gpu_ids() -> list[str]:
     import ray
 
