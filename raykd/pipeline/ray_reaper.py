@@ -7,7 +7,7 @@ raylet, dashboard, monitors, and what they started: workers, agents) and removes
 under /tmp/ray. A cluster raykd only connects to is never touched. Descendants are found through /proc
 (Linux); elsewhere only the processes Ray reported are stopped.
 
-    python -m raykd.pipeline.ray_reaper DRIVER_PID SESSION_DIR PID [PID ...]
+    python raykd/pipeline/ray_reaper.py DRIVER_PID SESSION_DIR PID [PID ...]   (standard library only)
 """
 
 from __future__ import annotations
@@ -93,9 +93,11 @@ def start(session: Path, pids: list[int]) -> None:
     import atexit
     import subprocess
 
-    watcher = subprocess.Popen([sys.executable, "-m", "raykd.pipeline.ray_reaper", str(os.getpid()), str(session),
-                                *map(str, pids)], start_new_session=True, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Run as a script, not `-m raykd.pipeline...`: the package would import torch, MLflow and Ray (half a GB and
+    # seconds of CPU) into a watcher that needs only the standard library.
+    watcher = subprocess.Popen([sys.executable, "-I", __file__, str(os.getpid()), str(session), *map(str, pids)],
+                               start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     atexit.register(watcher.kill)
 
 
