@@ -25,6 +25,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/step_overhead.py
+	$(PY) bench/ray_overhead.py
+	$(PY) bench/quickstart_time.py
+	$(PY) bench/gpu_packing.py
 	$(PY) bench/skd.py
 	$(PY) bench/dtskd.py
 	$(PY) bench/mtkd_ssr.py

@@ -53,3 +53,19 @@ def measured_on(script: str, device: torch.device) -> str:
     return (f"Measured by `{script}` on {platform.machine()} ({os.cpu_count()} CPUs) with {torch.get_num_threads()} "
             f"torch threads, device `{device}`{gpu}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}. "
             "Every number in a table comes from the same run.")
+
+
+def write_section(path, key: str, lines: list[str]) -> None:
+    """Replace this script's section of a results file shared by several benches (or append it), so each bench
+    rewrites its own numbers and leaves the others'."""
+    from pathlib import Path
+
+    path = Path(path)
+    start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
+    block = "\n".join([start, *lines, end])
+    text = path.read_text() if path.exists() else ""
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+    path.write_text(text)
