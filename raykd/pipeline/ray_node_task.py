@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from raykd.errors import RaykdError
-from raykd.pipeline.task import NodeTask
+from raykd.pipeline.task import NodeTask, run_task
 
 NOSET_CUDA = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"
 GPU_RUNTIME_ENV = {"env_vars": {NOSET_CUDA: "1"}}  # the runtime env of GPU nodes' worker processes
@@ -33,8 +33,6 @@ GPU_RUNTIME_ENV = {"env_vars": {NOSET_CUDA: "1"}}  # the runtime env of GPU node
 
 def run_node(task: NodeTask, threads: int) -> dict[str, Any]:
     """The task body: the node on the device Ray assigned, with `threads` intra-op threads."""
-    from raykd.pipeline.task import run_task
-
     started = time.time()
     torch.set_num_threads(threads)
     gpu_ids = _gpu_ids()
