@@ -120,8 +120,9 @@ def main() -> int:
         "",
         f"Ray / in-process wall time: **{w['ray / local']:.2f}** (lower is better). Concurrency only pays "
         "where the machine has room for the branches: the Ray nodes that run at once share its cores (see the sum "
-        "of node seconds), and each pays the fixed start-up of a Ray Train run (bench/RESULTS.md). With a core "
-        "or GPU per branch, the branch phase takes one branch's time instead of three.",
+        "of node seconds: one-thread nodes side by side train no faster than one node on every thread), and "
+        "Ray's own start is paid once (a node in a reused worker costs no start-up: bench/RESULTS.md). With a "
+        "core or GPU per branch, the branch phase takes one branch's time instead of three.",
     ]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines[-12:]))
