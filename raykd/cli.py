@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="YAML experiment file, e.g. conf/quickstart.yaml")
     run.add_argument("overrides", nargs="*", help="dotted overrides key=value")
     run.add_argument("--executor", choices=("ray", "local"), default="ray",
-                     help="ray: each node a Ray Train run, independent nodes concurrently (default); local: in-process, one by one")
+                     help="ray: independent nodes concurrently, each a Ray task (a Ray Train run with several "
+                          "workers) (default); local: in-process, one by one")
     run.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     run.add_argument("--num-cpus", type=_at_least_one("a whole number of CPUs"), default=None, help="CPUs for a local Ray (default: all)")
     run.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
