@@ -95,9 +95,9 @@ class DeviceLoader:
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             mine.append(self._augment_draws(len(idx), g))
             if self.class_pairs:
-                partners.append(self._partners(idx, g).to(self.device))
+                partners.append(self._partners(idx, g))
                 theirs.append(self._augment_draws(len(idx), g))
-        return self._to_device(mine), self._to_device(theirs), partners
+        return self._to_device(mine), self._to_device(theirs), torch.stack(partners).to(self.device) if partners else None
 
     def _augment_draws(self, b: int, g: torch.Generator) -> list[torch.Tensor]:
         out = []
