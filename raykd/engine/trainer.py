@@ -196,11 +196,10 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
             torch.cuda.synchronize(device)
         train_seconds = time.perf_counter() - t0
         metrics = stats.metrics()
-        seen = stats.seen
         val = evaluate(distiller.student, val_loader, autocast, heads=distiller)
         metrics.update({f"val/{k}": v for k, v in val.items()})
         metrics["lr"] = optimizer.param_groups[0]["lr"]
-        metrics["images_per_s"] = seen * ctx.world_size / train_seconds
+        metrics["images_per_s"] = stats.seen * ctx.world_size / train_seconds
         metrics["epoch_seconds"] = time.perf_counter() - t0
         history.append({"epoch": epoch + 1, **metrics})
         shards = sharded.save(distiller, epoch + 1)  # every rank's part, before checkpoint.pt points at them
