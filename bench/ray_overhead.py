@@ -13,7 +13,6 @@ Writes its section of bench/RESULTS.md.   python bench/ray_overhead.py [--quick]
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
