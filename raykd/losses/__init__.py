@@ -10,11 +10,12 @@ from raykd.losses.fsp import fsp_loss, fsp_matrix
 from raykd.losses.hint import fitnet_loss
 from raykd.losses.kd import kd_loss
 from raykd.losses.multi_stage import channel_weights, fd_loss, review_loss, review_pairs, scd_loss, srd_loss, stage_kl
+from raykd.losses.review import hcl_loss
 from raykd.losses.similarity import similarity_matrix, sp_loss
 from raykd.losses.soft_target import pskd_targets, soft_cross_entropy
 from raykd.losses.variational import vid_loss
 
 __all__ = [
-    "ab_loss", "at_loss", "attention_map", "channel_energy", "crd_nce_loss", "df_loss", "dkd_loss", "fitnet_loss", "fsp_loss", "fsp_matrix",
+    "ab_loss", "at_loss", "attention_map", "channel_energy", "crd_nce_loss", "df_loss", "dkd_loss", "fitnet_loss", "fsp_loss", "fsp_matrix", "hcl_loss",
     "historical_loss", "history_targets", "kd_loss", "kl_to_target", "channel_weights", "fd_loss", "review_loss", "review_pairs", "scd_loss", "srd_loss", "stage_kl", "pskd_targets", "structural_loss", "similarity_matrix", "soft_cross_entropy", "sp_loss", "vid_loss",
 ]

@@ -13,6 +13,7 @@ from raykd.methods import (  # noqa: F401  (each module registers its method)
     kd,
     mtkd_ssr,
     pskd,
+    reviewkd,
     rskd,
     skd,
     sp,
