@@ -6,6 +6,7 @@ from raykd.losses.channel import channel_energy, df_loss
 from raykd.losses.contrastive import crd_nce_loss
 from raykd.losses.dkd import dkd_loss
 from raykd.losses.dual_teacher import historical_loss, history_targets, kl_to_target, structural_loss
+from raykd.losses.feature_refine import refined_attention_loss, self_teacher_kd_loss
 from raykd.losses.fsp import fsp_loss, fsp_matrix
 from raykd.losses.hint import fitnet_loss
 from raykd.losses.kd import kd_loss
@@ -17,5 +18,5 @@ from raykd.losses.variational import vid_loss
 
 __all__ = [
     "ab_loss", "at_loss", "attention_map", "channel_energy", "crd_nce_loss", "df_loss", "dkd_loss", "fitnet_loss", "fsp_loss", "fsp_matrix", "hcl_loss",
-    "historical_loss", "history_targets", "kd_loss", "kl_to_target", "channel_weights", "fd_loss", "review_loss", "review_pairs", "scd_loss", "srd_loss", "stage_kl", "pskd_targets", "structural_loss", "similarity_matrix", "soft_cross_entropy", "sp_loss", "vid_loss",
+    "historical_loss", "history_targets", "kd_loss", "kl_to_target", "channel_weights", "fd_loss", "review_loss", "review_pairs", "scd_loss", "srd_loss", "stage_kl", "pskd_targets", "refined_attention_loss", "self_teacher_kd_loss", "structural_loss", "similarity_matrix", "soft_cross_entropy", "sp_loss", "vid_loss",
 ]

@@ -9,6 +9,7 @@ from raykd.methods import (  # noqa: F401  (each module registers its method)
     dkd,
     dtskd,
     fitnet,
+    frskd,
     fsp,
     kd,
     mtkd_ssr,
