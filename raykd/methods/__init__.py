@@ -4,6 +4,7 @@ from raykd.methods import (  # noqa: F401  (each module registers its method)
     ab,
     at,
     byot,
+    ccs,
     crd,
     cskd,
     dkd,
@@ -11,6 +12,7 @@ from raykd.methods import (  # noqa: F401  (each module registers its method)
     fitnet,
     frskd,
     fsp,
+    hat,
     kd,
     mtkd_ssr,
     pskd,
@@ -20,6 +22,7 @@ from raykd.methods import (  # noqa: F401  (each module registers its method)
     sp,
     stage_probes,
     tfkd,
+    tofd,
     vanilla,
     vid,
 )
