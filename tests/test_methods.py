@@ -27,7 +27,7 @@ TERMS = {  # the loss terms each method must log, by the student node's method
     "crd": {"ce", "crd"}, "dkd": {"ce", "dkd"}, "pskd": {"pskd"}, "cskd": {"ce", "cls"},
     "byot": {"ce", "kd", "feature"}, "stage_probes": {"ce"}, "mtkd_ssr": {"ce", "srd", "review", "scd"}, "tfkd": {"ce", "kd"}, "reviewkd": {"ce", "review"}, "frskd": {"ce", "teacher_ce", "kd", "feature"},
     "ccs": {"ce", "ccs_intra", "ccs_inter"}, "hat": {"ce", "hat_spatial", "hat_channel"},
-    "tofd": {"ce", "aux", "teacher_aux", "kd", "feature", "orth"}, "vanilla": {"ce"}, "dtskd": {"historical", "structural"},
+    "tofd": {"ce", "aux", "teacher_aux", "kd", "feature", "orth"}, "dks": {"ce", "branch_ce", "synergy"}, "vanilla": {"ce"}, "dtskd": {"historical", "structural"},
     "ab:init": {"ab"}, "fsp:init": {"fsp"}, "fitnet:hint": {"hint"},  # init stages: the guide term only
 }
 

@@ -16,10 +16,11 @@ from raykd.losses.multi_stage import channel_weights, fd_loss, review_loss, revi
 from raykd.losses.review import hcl_loss
 from raykd.losses.similarity import similarity_matrix, sp_loss
 from raykd.losses.soft_target import pskd_targets, soft_cross_entropy
+from raykd.losses.synergy import synergy_loss, synergy_pairs
 from raykd.losses.task_oriented import orthogonal_loss, task_feature_distance, tofd_kd_loss
 from raykd.losses.variational import vid_loss
 
 __all__ = [
     "ab_loss", "at_loss", "ccs_inter_loss", "ccs_intra_loss", "channel_attention_loss", "attention_map", "channel_energy", "crd_nce_loss", "df_loss", "dkd_loss", "fitnet_loss", "fsp_loss", "fsp_matrix", "hcl_loss",
-    "historical_loss", "history_targets", "kd_loss", "kl_to_target", "channel_weights", "fd_loss", "review_loss", "review_pairs", "scd_loss", "srd_loss", "stage_kl", "pskd_targets", "refined_attention_loss", "self_teacher_kd_loss", "structural_loss", "similarity_matrix", "soft_cross_entropy", "sp_loss", "spatial_attention_loss", "orthogonal_loss", "task_feature_distance", "tofd_kd_loss", "vid_loss",
+    "historical_loss", "history_targets", "kd_loss", "kl_to_target", "channel_weights", "fd_loss", "review_loss", "review_pairs", "scd_loss", "srd_loss", "stage_kl", "pskd_targets", "refined_attention_loss", "self_teacher_kd_loss", "structural_loss", "similarity_matrix", "soft_cross_entropy", "sp_loss", "spatial_attention_loss", "synergy_loss", "synergy_pairs", "orthogonal_loss", "task_feature_distance", "tofd_kd_loss", "vid_loss",
 ]

@@ -8,6 +8,7 @@ from raykd.methods import (  # noqa: F401  (each module registers its method)
     crd,
     cskd,
     dkd,
+    dks,
     dtskd,
     fitnet,
     frskd,

@@ -1,0 +1,36 @@
+"""Sun et al., "Deeply-supervised Knowledge Synergy" (CVPR 2019): the synergy loss, pairwise knowledge
+matching between every two classifiers of a deeply supervised network."""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from raykd.losses.kd import at_least_float32
+
+Pairs = Literal["all", "top_down", "bottom_up"]
+
+
+def synergy_pairs(n: int, pairs: Pairs = "all") -> list[tuple[int, int]]:
+    """(teacher, learner) index pairs among `n` classifiers ordered shallow to deep: `all` every ordered pair
+    (the official dense matching, both directions), `top_down` each learns from the deeper ones only,
+    `bottom_up` from the shallower ones only."""
+    keep = {"all": lambda m, k: m != k, "top_down": lambda m, k: m > k, "bottom_up": lambda m, k: m < k}[pairs]
+    return [(m, k) for m in range(n) for k in range(n) if keep(m, k)]
+
+
+def synergy_loss(logits: Sequence[torch.Tensor], temperature: float = 1.0, pairs: Pairs = "all") -> torch.Tensor:
+    """sum over (m, n) in `synergy_pairs` of T^2 * KL(softmax(z_m / T) || softmax(z_n / T)), batch mean.
+
+    `logits`: each classifier's [B, C] logits, shallow to deep. Each target softmax is a constant (detached, as
+    the official main.py's `KL_divergence(o2.detach(), o)`), so every term trains only its learner. With one
+    classifier (no pair) the loss is zero."""
+    t = float(temperature)
+    logp = [F.log_softmax(at_least_float32(z) / t, dim=1) for z in logits]
+    total = logp[0].new_zeros(())
+    for m, k in synergy_pairs(len(logp), pairs):
+        target = logp[m].detach()
+        total = total + (target.exp() * (target - logp[k])).sum(1).mean()
+    return total * (t * t)
