@@ -21,13 +21,17 @@ DIGITS = sorted(p for p in (REPO / "conf" / "digits").glob("*.yaml") if p.name !
 # whole SKD pipelines (cascades, integration): run end to end in test_skd; DTSKD's 51-node ablation: its
 # variants are tested one by one in test_dtskd (and the file validated with every preset); likewise
 # MTKD-SSR's 44-node ablation (test_mtkd_ssr, and a Ray run of a smaller one in test_ray_pipeline)
-PIPELINES = {"skd", "rskd", "dtskd_ablation", "mtkd_ssr_ablation"}
+PIPELINES = {"skd", "rskd", "dtskd_ablation", "mtkd_ssr_ablation", "baselines"}  # baselines: bench/baselines.py runs it
 TERMS = {  # the loss terms each method must log, by the student node's method
     "kd": {"ce", "kd"}, "fitnet": {"ce", "hint"}, "at": {"ce", "at"}, "sp": {"ce", "sp"}, "vid": {"ce", "vid"},
     "crd": {"ce", "crd"}, "dkd": {"ce", "dkd"}, "pskd": {"pskd"}, "cskd": {"ce", "cls"},
-    "byot": {"ce", "kd", "feature"}, "stage_probes": {"ce"}, "mtkd_ssr": {"ce", "srd", "review", "scd"}, "tfkd": {"ce", "kd"}, "reviewkd": {"ce", "review"}, "frskd": {"ce", "teacher_ce", "kd", "feature"},
-    "ccs": {"ce", "ccs_intra", "ccs_inter"}, "hat": {"ce", "hat_spatial", "hat_channel"},
-    "tofd": {"ce", "aux", "teacher_aux", "kd", "feature", "orth"}, "dks": {"ce", "branch_ce", "synergy"}, "vanilla": {"ce"}, "dtskd": {"historical", "structural"},
+    "byot": {"ce", "kd", "feature"}, "stage_probes": {"ce"}, "mtkd_ssr": {"ce", "srd", "review", "scd"},
+    "tfkd": {"ce", "kd"}, "vanilla": {"ce"}, "dtskd": {"historical", "structural"},
+    # the comparison baselines of the MTKD-SSR and DTSKD tables
+    "reviewkd": {"ce", "review"}, "hat": {"ce", "hat_spatial", "hat_channel"}, "ccs": {"ce", "ccs_intra", "ccs_inter"},
+    "tofd": {"ce", "aux", "teacher_aux", "kd", "feature", "orth"}, "dks": {"ce", "branch_ce", "synergy"},
+    "frskd": {"ce", "teacher_ce", "kd", "feature"},
+    "mixskd": {"ce", "mix_ce", "logit", "self_teacher", "feature", "adversarial"},
     "ab:init": {"ab"}, "fsp:init": {"fsp"}, "fitnet:hint": {"hint"},  # init stages: the guide term only
 }
 

@@ -12,6 +12,7 @@ from raykd.losses.fsp import fsp_loss, fsp_matrix
 from raykd.losses.hint import fitnet_loss
 from raykd.losses.hybrid_attention import channel_attention_loss, spatial_attention_loss
 from raykd.losses.kd import kd_loss
+from raykd.losses.mixup_distill import discriminator_bce, feature_mse, mix, mixup_cross_entropy, mutual_kd_loss
 from raykd.losses.multi_stage import channel_weights, fd_loss, review_loss, review_pairs, scd_loss, srd_loss, stage_kl
 from raykd.losses.review import hcl_loss
 from raykd.losses.similarity import similarity_matrix, sp_loss
@@ -22,5 +23,5 @@ from raykd.losses.variational import vid_loss
 
 __all__ = [
     "ab_loss", "at_loss", "ccs_inter_loss", "ccs_intra_loss", "channel_attention_loss", "attention_map", "channel_energy", "crd_nce_loss", "df_loss", "dkd_loss", "fitnet_loss", "fsp_loss", "fsp_matrix", "hcl_loss",
-    "historical_loss", "history_targets", "kd_loss", "kl_to_target", "channel_weights", "fd_loss", "review_loss", "review_pairs", "scd_loss", "srd_loss", "stage_kl", "pskd_targets", "refined_attention_loss", "self_teacher_kd_loss", "structural_loss", "similarity_matrix", "soft_cross_entropy", "sp_loss", "spatial_attention_loss", "synergy_loss", "synergy_pairs", "orthogonal_loss", "task_feature_distance", "tofd_kd_loss", "vid_loss",
+    "historical_loss", "history_targets", "kd_loss", "kl_to_target", "discriminator_bce", "feature_mse", "mix", "mixup_cross_entropy", "mutual_kd_loss", "channel_weights", "fd_loss", "review_loss", "review_pairs", "scd_loss", "srd_loss", "stage_kl", "pskd_targets", "refined_attention_loss", "self_teacher_kd_loss", "structural_loss", "similarity_matrix", "soft_cross_entropy", "sp_loss", "spatial_attention_loss", "synergy_loss", "synergy_pairs", "orthogonal_loss", "task_feature_distance", "tofd_kd_loss", "vid_loss",
 ]

@@ -15,6 +15,7 @@ from raykd.methods import (  # noqa: F401  (each module registers its method)
     fsp,
     hat,
     kd,
+    mixskd,
     mtkd_ssr,
     pskd,
     reviewkd,
