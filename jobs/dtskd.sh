@@ -3,7 +3,7 @@
 # variants and seeds then run concurrently across the cluster's GPUs.
 #
 #   RAY_ADDRESS=http://<head>:8265 RAYKD_STORAGE=/shared/raykd jobs/dtskd.sh [CONFIG] [key=value ...]
-#   jobs/dtskd.sh conf/dtskd/cifar100/table1.yaml data.root=/datasets     # Table 1: 126 nodes
+#   jobs/dtskd.sh conf/dtskd/cifar100/table1.yaml data.root=/datasets     # Table 1: 180 nodes
 #   jobs/tables.sh conf/dtskd/cifar100 data.root=/datasets                 # every CIFAR-100 table
 #
 # Same environment as jobs/quickstart.sh (RAYKD_STORAGE, MLFLOW_TRACKING_URI, RAYKD_PYTHON).
