@@ -1,6 +1,7 @@
 """MixSKD: its losses against float64 numpy computations, the branches / self-teacher / discriminators it builds
-(exact copies of the later stages where the backbone allows), the mixing drawn on the host, which parameters
-learn, the terms and their switches, export of the backbone alone, and one epoch on digits."""
+(stage_branch's rebuild of the later stages from the backbone's own blocks: the official branches, parameter for
+parameter), the mixing drawn on the host, which parameters learn, the terms and their switches, export of the
+backbone alone, and one epoch on digits."""
 
 import numpy as np
 import pytest
@@ -14,8 +15,7 @@ from raykd.config import load_experiment
 from raykd.engine import RunContext, fit, load_student
 from raykd.losses.mixup_distill import discriminator_bce, feature_mse, mix, mixup_cross_entropy, mutual_kd_loss
 from raykd.methods.base import MethodContext
-from raykd.methods.mixskd_modules import ReplicaBranch
-from raykd.methods.stage_branch import StageBranch
+from raykd.methods.stage_branch import StageBranch, _Block
 from raykd.pipeline import make_plan
 
 rng = np.random.default_rng(0)
@@ -118,12 +118,12 @@ def n_params(m):
 
 
 @pytest.mark.parametrize("student,stages", [("resnet8", 3), ("cifar_resnet18", 4)])
-def test_branches_copy_the_later_stages_and_the_self_teacher_fuses_every_last_map(student, stages):
+def test_branches_rebuild_the_later_stages_and_the_self_teacher_fuses_every_last_map(student, stages):
     d = make(student)
     s = d.student
-    assert len(d.branches) == stages - 1 and all(isinstance(b, ReplicaBranch) for b in d.branches)
+    assert len(d.branches) == stages - 1 and all(isinstance(b, StageBranch) for b in d.branches)
     for i, b in enumerate(d.branches):  # branch i repeats stages i+1.. with the backbone's own blocks, and an FC
-        assert len(b.stages) == stages - 1 - i
+        assert len(b.body) == stages - 1 - i and isinstance(b.fc, torch.nn.Linear)
         assert n_params(b) == sum(n_params(st) for st in s.stages[i + 1:]) + n_params(s.fc)
         assert not any(p is q for p in b.parameters() for q in s.parameters())
     c = s.stage_channels[-1]
@@ -149,10 +149,53 @@ def test_parameter_counts_equal_the_official_models(student, branches, teacher):
     assert n_params(d.discriminators) == 4 * (c * 128 + 128 + 128 * 2 + 2)
 
 
-def test_backbones_without_re_runnable_stages_get_the_shared_rebuild():
-    d = make("vgg8")
-    assert all(isinstance(b, StageBranch) for b in d.branches)
-    assert all(isinstance(b, StageBranch) for b in make("resnet8", branch="rebuild").branches)
+@pytest.mark.parametrize("student", ["vgg11_dtskd", "vgg16_dtskd", "cifar_resnet18", "resnext18_dtskd",
+                                     "seresnet34_dtskd", "shufflev2_dtskd", "resnet8"])
+def test_branches_are_the_later_stages_exactly(student):
+    """A fresh branch ends in the last stage's map; given the backbone's own weights (stages i+1..B, then its
+    classifier), branch i reproduces the backbone's last map and logits from stage i's map."""
+    d = make(student, classes=10)
+    s = d.student
+    x = batch(n=2)["image"]
+    with torch.no_grad():
+        out = s(x)
+        assert all(b(f)[1].shape == out.features[-1].shape for b, f in zip(d.branches, out.features[:-1]))
+        d.eval()
+        for m in s.modules():  # BN on running statistics that are not the identity
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+        out = s(x)
+        stages = [*s.stages, *([s.conv5] if hasattr(s, "conv5") else [])]
+        head = s.classifier if hasattr(s, "classifier") else s.fc
+        for i, b in enumerate(d.branches):
+            src = [t for m in (*stages[i + 1:], head) for t in m.state_dict().values()]
+            dst = [*b.body.state_dict().values(), *b.fc.state_dict().values()]
+            assert [t.shape for t in src] == [t.shape for t in dst]
+            for a, t in zip(src, dst):
+                t.copy_(a)
+            z, m = b(out.features[i])
+            torch.testing.assert_close(m, out.features[-1], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(z, out.logits, atol=1e-5, rtol=1e-5)
+
+
+def test_dtskd_vgg_branches_carry_its_mlp_classifier():
+    d = make("vgg11_dtskd", classes=10)  # the official MixSKD VGG variant: the 3-layer MLP on every branch
+    for b in d.branches:
+        assert [type(m).__name__ for m in b.fc] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
+        assert [tuple(m.weight.shape) for m in b.fc if isinstance(m, torch.nn.Linear)] == [(512, 512), (512, 512),
+                                                                                             (10, 512)]
+
+
+def test_unknown_blocks_and_block_basic_get_basic_residual_blocks():
+    d = make("vgg8")  # the CRD zoo's VGG: blocks unknown to stage_branch -> one basic block per later stage
+    assert all(isinstance(b, StageBranch) and isinstance(b.fc, torch.nn.Linear) for b in d.branches)
+    assert all(len(st) == 1 and isinstance(st[0], _Block) for b in d.branches for st in b.body)
+    basic = make("resnet8", block="basic")  # the backbone's block counts (one per stage in resnet8), basic blocks
+    assert all(isinstance(blk, _Block) for b in basic.branches for st in b.body for blk in st)
+    assert [[len(st) for st in b.body] for b in basic.branches] == [[1, 1], [1]]
+    own = make("resnet8").branches  # by default the backbone's own CIFAR blocks
+    assert not any(isinstance(blk, _Block) for b in own for st in b.body for blk in st)
 
 
 @pytest.mark.parametrize("student", ["vgg11_dtskd", "vgg16_dtskd", "cifar_resnet18", "resnext18_dtskd",
@@ -263,12 +306,10 @@ def test_only_the_student_is_exported_and_check_models_explains():
     d = make("cifar_resnet18", classes=100)
     assert set(d.student.state_dict()) == set(models.create("cifar_resnet18", 100).state_dict())
     assert n_params(d.student) == n_params(models.create("cifar_resnet18", 100))
-    cls, cfg = methods.get_method("mixskd"), methods.validate_method_config({"name": "mixskd", "branch": "replica"})
+    cls, cfg = methods.get_method("mixskd"), methods.validate_method_config({"name": "mixskd"})
     with torch.device("meta"):
         vgg, rn = models.create("vgg8", 100), models.create("cifar_resnet50", 100)
-    msg = cls.check_models(cfg, vgg, None)
-    assert "replica" in msg and "VGG" in msg
-    assert cls.check_models(cfg, rn, None) is None
+    assert cls.check_models(cfg, vgg, None) is None and cls.check_models(cfg, rn, None) is None
     one = torch.nn.Module()
     one.stage_channels = (64,)
     assert "at least 2 stages" in cls.check_models(methods.validate_method_config({"name": "mixskd"}), one, None)

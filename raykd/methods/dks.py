@@ -42,7 +42,7 @@ from raykd.errors import ConfigError
 from raykd.losses.synergy import synergy_loss
 from raykd.methods.base import Distiller, MethodConfig, ce_loss, probe
 from raykd.methods.registry import register_method
-from raykd.methods.stage_branch import StageBranch, backbone_stages, basic_stage, stage_shapes
+from raykd.methods.stage_branch import StageBranch, stage_layout, stage_shapes
 from raykd.models.video import frame_model
 
 
@@ -106,9 +106,7 @@ class DKS(Distiller):
         if problem:
             raise ConfigError(f"method: {problem}")
         shapes = stage_shapes(probe(self.student, ctx.image_shape))
-        known = backbone_stages(self.student)
-        counts = [n for _, n in known] if known else [1] * len(shapes)
-        makers = [m for m, _ in known] if known and cfg.block == "backbone" else basic_stage
+        makers, counts = stage_layout(self.student, cfg.block, len(shapes))
         self.starts = cfg.stages or default_stages(len(shapes))
         branches = []
         for s in self.starts:

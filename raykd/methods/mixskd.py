@@ -24,8 +24,12 @@ Choices where the code is loose:
   `trained` also trains them on the same BCE, as registering them would have.
 - As official: logits (not probabilities) are interpolated; the originals' maps and logits are not detached in
   the interpolations; n originals and n mixtures share one forward (BN statistics over 2n).
-- Branches: fresh copies of the backbone's later stages and classifier (the official construction) for ResNets,
-  SE-ResNets, DTSKD's VGG and ShuffleNetV2; other backbones get stage_branch's shape-based rebuild.
+- Branches (`block: backbone`, default): the later stages rebuilt from the backbone's own blocks with its block
+  counts and widths (stage_branch.backbone_stages, as DKS's), and its classifier type (an FC; DTSKD's VGG an MLP
+  like its classifier): the official construction, with the official parameter counts, for ResNets, SE-ResNets,
+  DTSKD's ResNeXt/VGG/ShuffleNetV2; the same rule for WRN and torchvision ResNets. A backbone whose blocks are not
+  known (the CRD zoo's VGG/ShuffleNets, MobileNets) gets one basic residual block per later stage; `block: basic`
+  forces basic residual blocks (with the backbone's block counts where known).
 The logits returned (the engine's train top-1) are the backbone's on the un-mixed images.
 Branches, self-teacher and discriminators are training-only: `student` alone is exported.
 """
@@ -43,7 +47,7 @@ from raykd.losses.mixup_distill import (discriminator_bce, feature_mse, mix, mix
                                         mutual_kd_loss)
 from raykd.losses.kd import kd_loss
 from raykd.methods.base import Distiller, MethodConfig, ce_loss, probe
-from raykd.methods.mixskd_modules import REPLICABLE, SelfTeacher, build_branches, discriminator
+from raykd.methods.mixskd_modules import SelfTeacher, build_branches, discriminator
 from raykd.methods.registry import register_method
 from raykd.methods.stage_branch import stage_shapes
 from raykd.models.init import pooled
@@ -61,7 +65,7 @@ class MixSKDConfig(MethodConfig):
     adversarial_weight: float = Field(1.0, ge=0, description="discriminator BCE (0: no discriminators)")
     discriminator: Literal["frozen", "trained"] = "frozen"
     discriminator_hidden: int = Field(128, gt=0)
-    branch: Literal["auto", "replica", "rebuild"] = "auto"
+    block: Literal["backbone", "basic"] = Field("backbone", description="branch blocks: the backbone's own, or basic")
 
 
 @register_method
@@ -77,10 +81,6 @@ class MixSKD(Distiller):
         model = frame_model(student)
         if len(model.stage_channels) < 2:
             return f"mixskd needs a backbone of at least 2 stages; this one has {len(model.stage_channels)}."
-        if cfg.branch == "replica" and not isinstance(model, REPLICABLE):
-            return (f"branch: replica copies the later stages of backbones that can run them one by one "
-                    f"({', '.join(c.__name__ for c in REPLICABLE)}); {type(model).__name__} is not one "
-                    f"(use branch: auto or rebuild).")
         return None
 
     def setup(self, ctx):
@@ -90,7 +90,7 @@ class MixSKD(Distiller):
             raise ConfigError(f"method: {problem}")
         out = probe(self.student, ctx.image_shape)
         shapes = stage_shapes(out)
-        self.branches = build_branches(model, shapes, ctx.num_classes, cfg.branch)
+        self.branches = build_branches(model, shapes, ctx.num_classes, cfg.block)
         with torch.no_grad():
             self.branches.eval()
             maps = [b(f)[1] for b, f in zip(self.branches, out.features[:-1])] + [out.features[-1]]

@@ -1,13 +1,14 @@
 """MixSKD's training-only modules (Self-KD-Lib models/resnet_mixskd.py, methods/adversarial.py).
 
 - Auxiliary branches: the official Auxiliary_Classifier gives stage i (every stage but the last) a branch that
-  repeats the backbone's stages i+1..B with its own weights (same block type, same block counts) and its own
-  classifier (an FC for ResNets; the VGG variant repeats VGG's 3-layer MLP). `replica_branches` builds exactly
-  that, from fresh He-initialised copies of the later stages and of the classifier, for the backbones whose
-  stages can be re-run one by one: CifarResNet4 (cifar_resnet*, seresnet18/34, resnext18_dtskd), SEResNetDTSKD,
-  CifarResNet (resnet8..110, resnet8x4/32x4), VGGDTSKD and ShuffleNetV2DTSKD (whose 4th stage is conv5).
-  Other backbones (the CRD zoo's VGG/ShuffleNets, MobileNets, WRN, torchvision) get the shared
-  `stage_branch.stage_branches` rebuild from shapes (one basic residual block per later stage).
+  repeats the backbone's stages i+1..B with its own weights (same block type, same block counts, same widths) and
+  its own classifier (an FC for ResNets; the VGG variant repeats VGG's 3-layer MLP). `build_branches` builds them
+  with stage_branch's rebuild: `block: backbone` repeats the backbone's own blocks with its block counts
+  (stage_branch.backbone_stages: ResNets, SE-ResNets, DTSKD's ResNeXt/SENet/VGG/ShuffleNetV2, WRN, torchvision
+  ResNets), which for the official models is exactly the official branch; a backbone whose blocks are not known
+  there gets one basic residual block per later stage. `block: basic` uses basic residual blocks (with the
+  backbone's block counts where they are known, as DKS's field). DTSKD's VGG (VGGDTSKD) gets an MLP head like its
+  classifier (Linear-ReLU-Linear-ReLU-Linear, hidden widths from the model), every other backbone an FC.
 - Self-teacher (ResNet_Final_Auxiliary_Classifer): the B last-stage maps (B-1 branch outputs + the backbone's
   last stage) concatenated on channels, a bias-free 1x1 conv back to C, global pooling, an FC. No BN/ReLU.
 - Discriminators (discriminatorLoss): per map, Linear(C, 128), ReLU, Linear(128, 2) on the pooled map.
@@ -15,82 +16,41 @@
 
 from __future__ import annotations
 
-import copy
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from raykd.methods.stage_branch import stage_branches
-from raykd.models.cifar_resnet import CifarResNet
-from raykd.models.cifar_resnet4 import CifarResNet4
-from raykd.models.init import he_init, pooled
-from raykd.models.seresnet_dtskd import SEResNetDTSKD
-from raykd.models.shufflenetv2_dtskd import ShuffleNetV2DTSKD
+from raykd.methods.stage_branch import HeadMaker, stage_branches, stage_layout
+from raykd.models.init import pooled
 from raykd.models.vgg_dtskd import VGGDTSKD
-
-REPLICABLE = (CifarResNet4, SEResNetDTSKD, CifarResNet, VGGDTSKD, ShuffleNetV2DTSKD)
-
-
-class _Stage(nn.Module):
-    """One backbone stage, run the way its model runs it, returning the post-activation map.
-    kind: blocks (residual blocks returning pre-activations), pair (returns (post, pre)), relu, plain."""
-
-    def __init__(self, body: nn.Module, kind: str):
-        super().__init__()
-        self.body, self.kind = body, kind
-
-    def forward(self, x):
-        if self.kind == "blocks":
-            for block in self.body:
-                x = F.relu(block(x))
-            return x
-        if self.kind == "pair":
-            return self.body(x)[0]
-        return self.body(x).relu() if self.kind == "relu" else self.body(x)
+from raykd.models.video import frame_model
 
 
-def _stages_and_head(model: nn.Module) -> tuple[list[_Stage], nn.Module]:
-    if isinstance(model, (CifarResNet4, SEResNetDTSKD)):
-        return [_Stage(s, "blocks") for s in model.stages], model.fc
-    if isinstance(model, CifarResNet):
-        return [_Stage(s, "pair") for s in model.stages], model.fc
+def mlp_head(hidden: Sequence[int]) -> HeadMaker:
+    """(in_features, num_classes) -> Linear-ReLU per hidden width, then a Linear to the classes."""
+    def make(cin: int, num_classes: int) -> nn.Module:
+        layers: list[nn.Module] = []
+        for h in hidden:
+            layers += [nn.Linear(cin, h), nn.ReLU(inplace=True)]
+            cin = h
+        return nn.Sequential(*layers, nn.Linear(cin, num_classes))
+    return make
+
+
+def branch_head(model: nn.Module) -> HeadMaker | None:
+    """The official branch classifier: VGG's MLP for DTSKD's VGG (MixSKD's VGG variant), else None (an FC)."""
+    model = frame_model(model)
     if isinstance(model, VGGDTSKD):
-        return [_Stage(s, "relu") for s in model.stages], model.classifier
-    if isinstance(model, ShuffleNetV2DTSKD):
-        return [*(_Stage(s, "plain") for s in model.stages), _Stage(model.conv5, "relu")], model.fc
-    raise TypeError(f"{type(model).__name__} has no re-runnable stages")
+        return mlp_head([m.out_features for m in model.classifier if isinstance(m, nn.Linear)][:-1])
+    return None
 
 
-class ReplicaBranch(nn.Module):
-    """Stage `start`'s output -> fresh copies of the backbone's later stages and classifier -> (logits, last map)."""
-
-    def __init__(self, stages: Sequence[nn.Module], head: nn.Module):
-        super().__init__()
-        self.stages = copy.deepcopy(nn.ModuleList(stages))
-        self.head = copy.deepcopy(head)
-        for m in self.modules():
-            if m is not self and hasattr(m, "reset_parameters"):
-                m.reset_parameters()
-        he_init(self)
-
-    def forward(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        for stage in self.stages:
-            f = stage(f)
-        return self.head(pooled(f)), f
-
-
-def replica_branches(model: nn.Module) -> nn.ModuleList:
-    stages, head = _stages_and_head(model)
-    return nn.ModuleList(ReplicaBranch(stages[i + 1:], head) for i in range(len(stages) - 1))
-
-
-def build_branches(model: nn.Module, shapes: Sequence[Sequence[int]], num_classes: int, kind: str) -> nn.ModuleList:
-    """One branch per stage but the last; `kind`: replica | rebuild | auto (replica where the backbone allows)."""
-    if kind == "replica" or (kind == "auto" and isinstance(model, REPLICABLE)):
-        return replica_branches(model)
-    return stage_branches(shapes, list(range(len(shapes) - 1)), num_classes)
+def build_branches(model: nn.Module, shapes: Sequence[Sequence[int]], num_classes: int,
+                   block: Literal["backbone", "basic"] = "backbone") -> nn.ModuleList:
+    """One branch per stage but the last, rebuilding every later stage at the backbone's widths."""
+    makers, counts = stage_layout(model, block, len(shapes))
+    return stage_branches(shapes, list(range(len(shapes) - 1)), num_classes, counts, makers, head=branch_head(model))
 
 
 class SelfTeacher(nn.Module):

@@ -13,6 +13,9 @@ DTSKD's doubled basic block, pre-activation WRN blocks, ShuffleNetV2 units and i
 and each stage's block count. Basic blocks make absurd branches on other backbones (DKS's layout, CIFAR-100:
 cifar_resnet50 965M parameters with basic blocks against 68M with its own bottlenecks, shufflev2_dtskd 76M against
 2.2M, vgg16_dtskd 71M against 32M).
+
+A branch ends in global pooling and a head, `head(in_features, num_classes)`: an FC by default; MixSKD gives DTSKD's
+VGG a 3-layer MLP like its classifier.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from raykd.models.wrn import WideBlock
 
 # (c_in, c_out, stride, blocks) -> one rebuilt stage whose output is post-activation
 StageMaker = Callable[[int, int, int, int], nn.Module]
+# (in_features, num_classes) -> the classifier on the pooled last map
+HeadMaker = Callable[[int, int], nn.Module]
 
 
 class _Block(Basic):
@@ -151,14 +156,26 @@ def backbone_stages(model: nn.Module) -> list[tuple[StageMaker, int]] | None:
     return out if len(out) == len(model.stage_channels) else None
 
 
+def stage_layout(model: nn.Module, block: str, num_stages: int) -> tuple[list[StageMaker] | StageMaker, list[int]]:
+    """(makers, block counts) of a rebuild of `model`'s stages: `block` "backbone" repeats its own blocks where
+    `backbone_stages` knows them, "basic" uses basic blocks at its block counts; unknown models get one basic
+    block per stage."""
+    known = backbone_stages(model)
+    counts = [n for _, n in known] if known else [1] * num_stages
+    makers = [m for m, _ in known] if known and block == "backbone" else basic_stage
+    return makers, counts
+
+
 class StageBranch(nn.Module):
     """Stage `start`'s output -> rebuilt stages start+1..B -> (logits, last map).
 
     `stages`: the maker of every stage (one for all, or one per stage; basic blocks by default);
-    `widths`: the channels of every stage (default: the backbone's, from `shapes`)."""
+    `widths`: the channels of every stage (default: the backbone's, from `shapes`);
+    `head`: the classifier's maker (default: an FC)."""
 
     def __init__(self, shapes: Sequence[Sequence[int]], start: int, num_classes: int, blocks: Sequence[int],
-                 stages: StageMaker | Sequence[StageMaker] | None = None, widths: Sequence[int] | None = None):
+                 stages: StageMaker | Sequence[StageMaker] | None = None, widths: Sequence[int] | None = None,
+                 head: HeadMaker | None = None):
         super().__init__()
         makers = [stages or basic_stage] * len(shapes) if stages is None or callable(stages) else list(stages)
         chans = [s[0] for s in shapes] if widths is None else list(widths)
@@ -172,7 +189,7 @@ class StageBranch(nn.Module):
                 raise ValueError(f"stage {j} needs at least one block in a branch from stage {start}, not {blocks[j]}")
             layers.append(makers[j](chans[j - 1] if j > start + 1 else shapes[start][0], chans[j], stride, blocks[j]))
         self.body = nn.Sequential(*layers)
-        self.fc = nn.Linear(chans[-1], num_classes)
+        self.fc = (head or nn.Linear)(chans[-1], num_classes)
         he_init(self)
 
     def forward(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,16 +199,17 @@ class StageBranch(nn.Module):
 
 def stage_branches(shapes: Sequence[Sequence[int]], starts: Sequence[int], num_classes: int,
                    blocks: int | Sequence[int] = 1,
-                   stages: StageMaker | Sequence[StageMaker] | None = None) -> nn.ModuleList:
+                   stages: StageMaker | Sequence[StageMaker] | None = None,
+                   head: HeadMaker | None = None) -> nn.ModuleList:
     """One StageBranch per start stage (0-based; each before the last stage). `blocks`: per stage, or one
-    number for every stage; `stages`: as StageBranch's (basic blocks by default)."""
+    number for every stage; `stages` and `head`: as StageBranch's (basic blocks and an FC by default)."""
     per_stage = [blocks] * len(shapes) if isinstance(blocks, int) else list(blocks)
     if len(per_stage) != len(shapes):
         raise ValueError(f"blocks has {len(per_stage)} entries for {len(shapes)} stages")
     for s in starts:
         if not 0 <= s < len(shapes) - 1:
             raise ValueError(f"a branch must start before the last of the {len(shapes)} stages, not at {s}")
-    return nn.ModuleList(StageBranch(shapes, s, num_classes, per_stage, stages) for s in starts)
+    return nn.ModuleList(StageBranch(shapes, s, num_classes, per_stage, stages, head=head) for s in starts)
 
 
 def stage_shapes(out) -> list[tuple[int, int, int]]:
