@@ -34,6 +34,10 @@ TERMS = {  # the loss terms each method must log, by the student node's method
     "mixskd": {"ce", "mix_ce", "logit", "self_teacher", "feature", "adversarial"},
     "ab:init": {"ab"}, "fsp:init": {"fsp"}, "fitnet:hint": {"hint"},  # init stages: the guide term only
 }
+HEADS = {  # training-only classifiers whose accuracy the engine reports beside the student's (eval_heads)
+    "byot": {"branch1", "branch2"}, "dks": {"branch1", "branch2"}, "frskd": {"self_teacher"},
+    "mixskd": {"branch1", "branch2", "self_teacher"}, "tofd": {"stage1", "stage2"},
+}
 
 
 def term_key(method_cfg):
@@ -85,6 +89,8 @@ def test_method_trains_one_epoch_on_digits_and_logs_its_terms(preset, shared_sto
         assert all(torch.isfinite(torch.tensor(m[f"train/{t}"])) for t in terms)
         assert m["train/loss"] == pytest.approx(sum(m[f"train/{t}"] for t in terms), rel=1e-4)
         assert 0 <= res["test/top1"] <= 100
+        heads = HEADS.get(term_key(node.method), set())
+        assert {f"val/{h}_top1" for h in heads} <= set(m) and all(0 <= res[f"test/{h}_top1"] <= 100 for h in heads)
     student, meta = load_student(plan["student"].dir / "final.pt")
     assert meta["model"] == "resnet8"
     # only the student is exported: no connectors, heads, regressors or memories

@@ -5,7 +5,6 @@ its teacher untouched and exporting it with its heads; export of the plain stude
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from raykd import methods, models
 from raykd.config import build_experiment

@@ -5,7 +5,6 @@ its node, and no message passes on torch's advice to load untrusted files with w
 import copy
 
 import pytest
-import torch
 
 from raykd.config import build_experiment
 from raykd.engine import RunContext, fit, load_student

@@ -9,16 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-import raykd.methods.tofd  # noqa: F401  (registers the method)
-from conftest import REPO
 from raykd import methods, models
-from raykd.config import load_experiment
-from raykd.engine import RunContext, fit, load_student
 from raykd.losses.kd import kd_loss
 from raykd.losses.task_oriented import orthogonal_loss, task_feature_distance, tofd_kd_loss
 from raykd.methods.aux_classifiers import SepConv
 from raykd.methods.base import MethodContext
-from raykd.pipeline import make_plan
 
 rng = np.random.default_rng(0)
 TERMS = {"ce", "aux", "teacher_aux", "kd", "feature", "orth"}
@@ -243,24 +238,3 @@ def test_check_models():
     assert cls.check_models(cfg, s, t) is None
     msg = cls.check_models(cfg, s, nn.Linear(3, 3))
     assert "teacher" in msg and "stage_channels" in msg
-
-
-def test_one_digits_epoch_through_the_engine(tmp_path):
-    exp = load_experiment(REPO / "conf" / "digits" / "tofd.yaml",
-                          ["train.epochs=1", "data.train_limit=256", "data.batch_size=64", f"storage={tmp_path}"])
-    plan = make_plan(exp)
-    metrics = {}
-    for name, pn in plan.items():
-        node, seen = pn.node, {}
-        res = fit(node, RunContext(out_dir=pn.dir, log=lambda *_: None, on_epoch=lambda e, m, seen=seen: seen.update(m),
-                                   teacher_path=plan[node.teacher].dir / "final.pt" if node.teacher else None))
-        metrics[name] = (res, seen)
-    res, m = metrics["student"]
-    terms = {k[len("train/"):] for k in m if k.startswith("train/")} - {"loss", "top1"}
-    assert terms == TERMS
-    assert all(math.isfinite(m[f"train/{k}"]) for k in terms)
-    assert m["train/loss"] == pytest.approx(sum(m[f"train/{k}"] for k in terms), rel=1e-4)
-    assert 0 <= res["test/top1"] <= 100
-    student, meta = load_student(plan["student"].dir / "final.pt")
-    assert meta["model"] == "resnet8"
-    assert set(student.state_dict()) == set(models.create("resnet8", 10).state_dict())

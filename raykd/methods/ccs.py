@@ -42,7 +42,7 @@ from torch import nn
 
 from raykd.losses.channel_correlation import ccs_inter_loss, ccs_intra_loss
 from raykd.methods.base import Distiller, MethodConfig, ce_loss
-from raykd.methods.connectors import conv_bn, stage_pairs
+from raykd.methods.connectors import activated_connector, stage_pairs
 from raykd.methods.registry import register_method
 
 
@@ -52,11 +52,6 @@ class CCSConfig(MethodConfig):
     inter_weight: float = Field(1.0, ge=0)  # per-channel B x B instance correlations (not given by the abstract)
     centered: bool = False  # Pearson instead of cosine
     ce_weight: float = Field(1.0, ge=0)
-
-
-def connector(cin: int, cout: int) -> nn.Module:
-    """Identity for equal widths, else 1x1 conv + BN + ReLU (an activated map like the teacher's features)."""
-    return nn.Identity() if cin == cout else nn.Sequential(conv_bn(cin, cout), nn.ReLU(inplace=True))
 
 
 @register_method
@@ -70,7 +65,7 @@ class CCS(Distiller):
     def setup(self, ctx):
         self.pairs = stage_pairs(self.student, self.teacher)
         used = self.cfg.intra_weight > 0 or self.cfg.inter_weight > 0
-        self.connectors = nn.ModuleList(connector(p.s_channels, p.t_channels) for p in self.pairs if used)
+        self.connectors = nn.ModuleList(activated_connector(p.s_channels, p.t_channels) for p in self.pairs if used)
 
     def forward(self, batch):
         cfg = self.cfg

@@ -27,6 +27,12 @@ def conv_bn(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
 
 
+def activated_connector(cin: int, cout: int) -> nn.Module:
+    """Identity for equal widths, else 1x1 conv + BN + ReLU: the connected student map is an activated map like
+    the teacher's `features` (H-AT, CCS), and at equal widths the student's own channels are compared."""
+    return nn.Identity() if cin == cout else nn.Sequential(conv_bn(cin, cout), nn.ReLU(inplace=True))
+
+
 def conv_regressor(s_shape, t_shape) -> nn.Sequential:
     """FitNets' convolutional regressor from a student [C, H, W] map to the teacher's: a strided conv
     halves, a transposed conv doubles, otherwise a (1 + dH) x (1 + dW) valid conv shrinks; then BN, ReLU."""

@@ -47,7 +47,7 @@ from torch import nn
 
 from raykd.losses.hybrid_attention import channel_attention_loss, spatial_attention_loss
 from raykd.methods.base import Distiller, MethodConfig, ce_loss
-from raykd.methods.connectors import conv_bn, stage_pairs
+from raykd.methods.connectors import activated_connector, stage_pairs
 from raykd.methods.registry import register_method
 
 
@@ -58,11 +58,6 @@ class HATConfig(MethodConfig):
     stage_ratio: float = Field(0.1, ge=0)  # each shallower stage's weights: the next deeper one's times this
     p: float = Field(2.0, gt=0)  # AT's power
     ce_weight: float = Field(1.0, ge=0)
-
-
-def connector(cin: int, cout: int) -> nn.Module:
-    """Identity for equal widths, else 1x1 conv + BN + ReLU (an activated map like the teacher's features)."""
-    return nn.Identity() if cin == cout else nn.Sequential(conv_bn(cin, cout), nn.ReLU(inplace=True))
 
 
 @register_method
@@ -79,7 +74,7 @@ class HAT(Distiller):
         n = len(self.pairs)
         self.stage_scale = [self.cfg.stage_ratio ** (n - 1 - k) for k in range(n)]
         if self.cfg.channel_weight > 0:
-            self.connectors = nn.ModuleList(connector(p.s_channels, p.t_channels) for p in self.pairs)
+            self.connectors = nn.ModuleList(activated_connector(p.s_channels, p.t_channels) for p in self.pairs)
 
     def forward(self, batch):
         cfg = self.cfg
