@@ -12,6 +12,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO
+from raykd.methods import list_methods
 
 
 def raykd(*args, cwd=REPO, timeout=300):
@@ -33,6 +34,17 @@ def test_models_and_methods_listings():
     mtkd = out[out.index("\nmtkd_ssr "):].split("\n")[1:4]
     assert "alpha=1.0, beta=1.0, gamma=1.0, t1=3.0, t2=2.0, review=all" in mtkd[1] and "(the paper states none)" in mtkd[2]
     assert "\nstage_probes init: model " in out
+    assert {line.split()[0] for line in out.splitlines() if line and not line[0].isspace()} == {m for m in list_methods() if not m.startswith("test_")}  # tests may register test_* methods in this process
+    baselines = {"reviewkd": ("kd_loss_weight=1.0, warmup_epochs=20.0", "ReviewKD official code"),
+                 "hat": ("spatial_weight=1000.0, channel_weight=10.0, stage_ratio=0.1", "H-AT official code"),
+                 "ccs": ("intra_weight=1.0, inter_weight=1.0", "reading of the CCS abstract"),
+                 "tofd": ("alpha=0.05, beta=0.03, temperature=3.0", "TOFD official code"),
+                 "dks": ("width_multiplier=2.0", "DKS official code"),
+                 "frskd": ("alpha=2.0, beta=100.0, temperature=4.0, width=2", "FRSKD official code"),
+                 "mixskd": ("mixup_alpha=0.4, temperature=3.0", "MixSKD official code")}
+    for name, (defaults, source) in baselines.items():
+        lines = out[out.index(f"\n{name} "):].split("\n")[1:4]
+        assert defaults in lines[1] and lines[2].strip().startswith(f"source: {source}"), (name, lines)
 
 
 def test_config_mistakes_exit_2_with_one_clear_message(tmp_path):
