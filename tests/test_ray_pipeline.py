@@ -255,7 +255,11 @@ def test_a_killed_worker_process_resumes_its_node_from_the_epoch_checkpoint(tiny
     deadline = time.time() + 120
     while not checkpoint.exists() and time.time() < deadline:
         time.sleep(0.05)
-    running = [t for t in _tasks_named("raykd:victim", settled=False) if t.state == "RUNNING"]
+    deadline = time.time() + 30
+    running = []
+    while not running and time.time() < deadline:  # the state API can list the attempt before it says RUNNING
+        running = [t for t in _tasks_named("raykd:victim", settled=False) if t.state == "RUNNING" and t.worker_pid]
+    assert running, "the state API never listed the node's task as running"
     killed_after = ckpt.load(checkpoint)["epoch"]
     os.kill(running[0].worker_pid, signal.SIGKILL)
     runner.join(300)
