@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from raykd.config.schema import (CascadeLink, DataConfig, ExperimentConfig, NodeConfig, ResolvedNode, ResourcesConfig,
                                  TrainConfig)
 from raykd.errors import ConfigError
-from raykd.strict import format_errors, format_validation_error, where
+from raykd.strict import format_validation_error, where
 
 def resolve_nodes(cfg: ExperimentConfig, raw: dict[str, Any], source: str | None) -> dict[str, ResolvedNode]:
     from raykd import integrate, methods, models  # deferred: config stays importable without torch work
