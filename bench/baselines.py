@@ -25,6 +25,7 @@ from raykd import models
 from raykd.engine import pick_device
 from raykd.methods import build_distiller, validate_method_config
 from raykd.methods.base import MethodContext
+from dtskd import mean_std
 from timing import measured_on, round_robin, sgd_step
 
 ROOT = Path(__file__).resolve().parent
@@ -48,15 +49,26 @@ def extra_params(d) -> int:
 
 
 def step_costs(variants: dict[str, tuple[str, str, str | None]], batch: int, iters: int, device):
+    """Median seconds per step and the distiller of each variant (method, student, teacher)."""
     b = {"image": torch.randn(batch, 3, 32, 32, device=device), "label": torch.randint(0, 100, (batch,), device=device),
          "index": torch.arange(batch, device=device)}
     ds = {k: distiller(m, s, t, batch, device) for k, (m, s, t) in variants.items()}
-    med = round_robin({k: sgd_step(d, b) for k, d in ds.items()}, iters, device)
-    return med, {k: extra_params(d) for k, d in ds.items()}
+    return round_robin({k: sgd_step(d, b) for k, d in ds.items()}, iters, device), ds
 
 
-def mean_std(values: list[float]) -> str:
-    return f"{statistics.mean(values):.2f} +/- {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
+def cost_tables(label: str, rows, ref: str, methods, batch: int, iters: int, device) -> list[str]:
+    """Each method's step relative to `ref`'s and its training-only parameters, a row per (name, student,
+    teacher or None): two markdown tables."""
+    head = " | ".join(methods)
+    steps = [f"| {label} | {ref} step | {head} |", "| --- | --- |" + " --- |" * len(methods)]
+    params = [f"| {label} | student | {head} |", "| --- | --- |" + " --- |" * len(methods)]
+    for name, student, teacher in rows:
+        med, ds = step_costs({m: (m, student, teacher) for m in (ref, *methods)}, batch, iters, device)
+        steps.append(f"| {name} | {med[ref] * 1e3:.0f} ms | " + " | ".join(f"{med[m] / med[ref]:.2f}x" for m in methods) + " |")
+        params.append(f"| {name} | {sum(p.numel() for p in ds[ref].student.parameters()):,} | "
+                      + " | ".join(f"{extra_params(ds[m]):,}" for m in methods) + " |")
+        print(steps[-1], params[-1], flush=True)
+    return [*steps, "", "Extra (training-only) parameters:", "", *params, ""]
 
 
 def run_digits(storage: Path, quick: bool) -> dict[str, list[dict]]:
@@ -89,34 +101,11 @@ def main() -> int:
         f"## Teacher methods: training step relative to a KD step on the same pair (batch {batch}, 100 classes)", "",
         "Both include the frozen teacher's forward. Extra params: the training-only modules (ABF, connectors, "
         "auxiliary classifiers) that export drops.", "",
-        "| teacher -> student | KD step | " + " | ".join(TEACHER_METHODS) + " |",
-        "| --- | --- |" + " --- |" * len(TEACHER_METHODS),
+        *cost_tables("teacher -> student", [(f"{t} -> {s}", s, t) for t, s in TEACHER_PAIRS], "kd", TEACHER_METHODS,
+                     batch, iters, device),
+        f"## Self-KD methods: training step relative to a plain step of the same backbone (batch {batch}, 100 classes)", "",
+        *cost_tables("backbone", [(m, m, None) for m in SELF_MODELS], "vanilla", SELF_METHODS, batch, iters, device),
     ]
-    params = []
-    for teacher, student in TEACHER_PAIRS:
-        med, extra = step_costs({m: (m, student, teacher) for m in ("kd", *TEACHER_METHODS)}, batch, iters, device)
-        lines.append(f"| {teacher} -> {student} | {med['kd'] * 1e3:.0f} ms | "
-                     + " | ".join(f"{med[m] / med['kd']:.2f}x" for m in TEACHER_METHODS) + " |")
-        params.append(f"| {teacher} -> {student} | {sum(p.numel() for p in models.create(student, 100).parameters()):,} | "
-                      + " | ".join(f"{extra[m]:,}" for m in TEACHER_METHODS) + " |")
-        print(lines[-1], params[-1], flush=True)
-    lines += ["", "Extra (training-only) parameters:", "",
-              "| teacher -> student | student | " + " | ".join(TEACHER_METHODS) + " |",
-              "| --- | --- |" + " --- |" * len(TEACHER_METHODS), *params, "",
-              f"## Self-KD methods: training step relative to a plain step of the same backbone (batch {batch}, 100 classes)", "",
-              "| backbone | vanilla step | " + " | ".join(SELF_METHODS) + " |",
-              "| --- | --- |" + " --- |" * len(SELF_METHODS)]
-    params = []
-    for model in SELF_MODELS:
-        med, extra = step_costs({m: (m, model, None) for m in ("vanilla", *SELF_METHODS)}, batch, iters, device)
-        lines.append(f"| {model} | {med['vanilla'] * 1e3:.0f} ms | "
-                     + " | ".join(f"{med[m] / med['vanilla']:.2f}x" for m in SELF_METHODS) + " |")
-        params.append(f"| {model} | {sum(p.numel() for p in models.create(model, 100).parameters()):,} | "
-                      + " | ".join(f"{extra[m]:,}" for m in SELF_METHODS) + " |")
-        print(lines[-1], params[-1], flush=True)
-    lines += ["", "Extra (training-only) parameters:", "",
-              "| backbone | student | " + " | ".join(SELF_METHODS) + " |",
-              "| --- | --- |" + " --- |" * len(SELF_METHODS), *params, ""]
     with tempfile.TemporaryDirectory() as tmp:
         runs = run_digits(Path(args.storage or tmp), args.quick)
     epochs = 2 if args.quick else 15
