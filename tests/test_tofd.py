@@ -165,9 +165,9 @@ def test_temperature_ramps_from_near_one_to_one_plus_t():
     assert d.current_temperature() == pytest.approx(4.0)
 
 
-def test_teacher_is_unchanged_and_its_heads_learn_only_from_their_own_ce():
+def test_teacher_heads_learn_only_from_their_own_ce():
+    """(The teacher staying unchanged through training steps is test_methods' test, run for every teacher method.)"""
     d, labels = make()
-    before = {k: v.clone() for k, v in d.teacher.state_dict().items()}
     d.train()
     b = batch(labels, torch.arange(16))
     _, losses = d(b)
@@ -181,16 +181,6 @@ def test_teacher_is_unchanged_and_its_heads_learn_only_from_their_own_ce():
     assert all(p.grad is not None for p in [*d.student.parameters(), *d.student_heads.parameters(),
                                             *d.links.parameters()])
     assert all(p.grad is None for p in d.teacher.parameters())
-    assert not any(p is q for p in d.parameters() for q in d.teacher.parameters())
-    opt = torch.optim.SGD(d.parameters(), lr=0.1)
-    for step in range(2):
-        _, losses = d(batch(labels, torch.arange(16) + 16 * step))
-        opt.zero_grad()
-        sum(losses.values()).backward()
-        opt.step()
-    assert all(p.grad is None for p in d.teacher.parameters())
-    for k, v in d.teacher.state_dict().items():
-        assert torch.equal(v, before[k]), f"teacher {k} changed"
 
 
 def test_loss_decreases_on_a_fixed_batch():
