@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Literal, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from raykd.losses.kd import at_least_float32
+from raykd.losses.kd import at_least_float32, kd_loss
 
 Pairs = Literal["all", "top_down", "bottom_up"]
 
@@ -27,10 +26,7 @@ def synergy_loss(logits: Sequence[torch.Tensor], temperature: float = 1.0, pairs
     `logits`: each classifier's [B, C] logits, shallow to deep. Each target softmax is a constant (detached, as
     the official main.py's `KL_divergence(o2.detach(), o)`), so every term trains only its learner. With one
     classifier (no pair) the loss is zero."""
-    t = float(temperature)
-    logp = [F.log_softmax(at_least_float32(z) / t, dim=1) for z in logits]
-    total = logp[0].new_zeros(())
-    for m, k in synergy_pairs(len(logp), pairs):
-        target = logp[m].detach()
-        total = total + (target.exp() * (target - logp[k])).sum(1).mean()
-    return total * (t * t)
+    total = at_least_float32(logits[0]).new_zeros(())
+    for m, k in synergy_pairs(len(logits), pairs):
+        total = total + kd_loss(logits[k], logits[m].detach(), temperature)
+    return total

@@ -17,6 +17,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from raykd.models.init import pooled
+
 
 class SepConv(nn.Sequential):
     """Depthwise k x k (stride s) -> 1x1 -> BN -> ReLU -> depthwise k x k -> 1x1 (c_in -> c_out) -> BN -> ReLU."""
@@ -51,7 +53,7 @@ class AuxClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(task-oriented feature [B, C_K], logits [B, classes])."""
-        feature = self.convs(x).mean(dim=(2, 3))
+        feature = pooled(self.convs(x))
         return feature, self.fc(feature)
 
 

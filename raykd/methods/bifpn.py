@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raykd.models.init import pooled
+
 EPS = 1e-6  # bifpnc.py: BiFPN_layer.epsilon
 
 
@@ -133,5 +135,5 @@ class SelfTeacherBiFPN(nn.Module):
                 fused = fused + w[1] * self.down[i - 1](F.relu(out[-1]))
             out.append(self.down_conv[i - 1](fused))
         refined = [F.relu(o) for o in out]
-        logits = self.fc(refined[-1].mean(dim=(2, 3)))
+        logits = self.fc(pooled(refined[-1]))
         return refined, logits
