@@ -52,6 +52,9 @@ class AugmentConfig(Strict):
     flip: bool = True
 
 
+STREAMABLE = ("image_folder", "ucf101")
+
+
 class DataConfig(Strict):
     name: Literal["digits", "digits_video", "cifar10", "cifar100", "image_folder", "fashion_mnist",
                   "ucf101"] = "digits"
@@ -68,6 +71,43 @@ class DataConfig(Strict):
     split_seed: int = 0
     download: bool = False
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    # the streaming path (image_folder, ucf101): decode per sample in loader worker processes
+    stream: bool | Literal["auto"] = "auto"  # auto: stream when the decoded splits would not fit in memory
+    loader_workers: int | Literal["auto"] = "auto"  # per training worker; auto: its cpus_per_worker
+    on_corrupt: Literal["error", "skip"] = "error"
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # train: random-resized-crop area share
+    eval_resize: int | None = Field(None, gt=0)  # eval: short side before the centre crop (image_size / 0.875)
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _scale_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1] <= 1:
+            raise ValueError("crop_scale is [low, high] with 0 < low <= high <= 1 (shares of the image area)")
+        return v
+
+    @field_validator("loader_workers")
+    @classmethod
+    def _workers(cls, v: int | str) -> int | str:
+        if v != "auto" and v < 0:
+            raise ValueError("loader_workers is a count >= 0 (0 decodes in the training process) or auto")
+        return v
+
+    @model_validator(mode="after")
+    def _only_files_stream(self) -> "DataConfig":
+        if self.stream is True and self.name not in STREAMABLE:
+            raise ValueError(f"stream: true, but dataset '{self.name}' is held in memory: only "
+                             f"{' and '.join(STREAMABLE)} stream from disk (leave stream at auto or false).")
+        return self
+
+    def semantic_dict(self) -> dict[str, Any]:
+        """The fields that change what a run computes. Not the eval batch, downloading or the loader's process
+        count; not `on_corrupt` either, so a run stopped by a bad file resumes from its checkpoint when rerun
+        with `skip`. The streaming options only for datasets that can stream (in-memory datasets' node
+        hashes are what they were before streaming existed)."""
+        drop = {"eval_batch_size", "download", "loader_workers", "on_corrupt"}
+        if self.name not in STREAMABLE:
+            drop |= {"stream", "crop_scale", "eval_resize"}
+        return self.model_dump(mode="json", exclude=drop)
 
 
 class ResourcesConfig(Strict):
@@ -188,7 +228,7 @@ class ResolvedNode(BaseModel):
             "model_kwargs": self.model_kwargs,
             "method": self.method.model_dump(mode="json"),
             "train": self.train.model_dump(mode="json", exclude={"device"}),
-            "data": self.data.model_dump(mode="json", exclude={"eval_batch_size", "download"}),
+            "data": self.data.semantic_dict(),
         }
 
 

@@ -1,14 +1,19 @@
-"""Datasets as in-memory uint8 tensors, split deterministically, fed by a device-side loader."""
+"""Datasets, split deterministically: small ones as in-memory uint8 tensors fed by a device-side loader,
+large ones (`image_folder`, `ucf101` past the memory budget, or `data.stream: true`) as file lists
+streamed by loader worker processes. `make_loader` picks the loader a split needs."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from raykd.data.file_set import FileSet
 from raykd.data.image_set import DataBundle, ImageSet, channel_stats, stratified_split
 from raykd.data.loader import DeviceLoader
 from raykd.errors import DataError
 
-__all__ = ["DataBundle", "DeviceLoader", "ImageSet", "check_data", "load_data", "load_packages_limited"]
+__all__ = ["DataBundle", "DeviceLoader", "FileSet", "ImageSet", "check_data", "load_data", "load_packages_limited",
+           "make_loader"]
 
 
 def load_data(cfg, cache_dir: Path | None = None) -> DataBundle:
@@ -34,13 +39,21 @@ def load_data(cfg, cache_dir: Path | None = None) -> DataBundle:
 
         train, test, names = load_fashion_mnist(cfg.root)
     elif cfg.name == "ucf101":
-        from raykd.data.ucf101 import load_ucf101
+        from raykd.data.ucf101 import load_ucf101, stream_ucf101
 
-        train, test, names = load_ucf101(cfg.root, cfg.fold, cfg.frames, cfg.image_size, cache_dir)
+        streamed = stream_ucf101(cfg)
+        if streamed is not None:
+            train, test, names = streamed
+        else:
+            train, test, names = load_ucf101(cfg.root, cfg.fold, cfg.frames, cfg.image_size, cache_dir)
     elif cfg.name == "image_folder":
-        from raykd.data.image_folder import load_image_folder
+        from raykd.data.image_folder import load_image_folder, stream_image_folder
 
-        train, val, test, names = load_image_folder(cfg.root, cfg.image_size, cache_dir)
+        streamed = stream_image_folder(cfg, cache_dir)
+        if streamed is not None:
+            train, val, test, names = streamed
+        else:
+            train, val, test, names = load_image_folder(cfg.root, cfg.image_size, cache_dir)
     else:  # the schema's Literal makes this unreachable for validated configs
         raise DataError(f"data.name: unknown dataset '{cfg.name}'.")
     if val is None:
@@ -49,9 +62,32 @@ def load_data(cfg, cache_dir: Path | None = None) -> DataBundle:
             train, val = train.subset(rest), train.subset(held)
         else:
             val = test
-    mean, std = channel_stats(train.images[:: max(1, len(train) // 10000)])
+    if isinstance(train, FileSet):  # the standard ImageNet statistics: measuring them would mean decoding the split
+        from raykd.data.stream_choice import IMAGENET_MEAN as mean, IMAGENET_STD as std
+    else:
+        mean, std = channel_stats(train.images[:: max(1, len(train) // 10000)])
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
     return _limit(DataBundle(train, val, test, max(num_classes, len(names)), mean, std, names), cfg)
+
+
+def make_loader(split, cfg, batch_size: int, *, train: bool, device, mean, std, seed: int = 0, rank: int = 0,
+                world_size: int = 1, channels_last: bool = False, class_pairs: bool = False, cpus: float = 1.0,
+                log=print):
+    """The loader a split needs: the device-side one for an in-memory `ImageSet`, the streaming one for a
+    `FileSet` (`cfg` is the node's DataConfig: augmentation, loader processes, what to do with bad files)."""
+    common = dict(device=device, mean=mean, std=std, train=train, seed=seed, rank=rank, world_size=world_size,
+                  channels_last=channels_last, class_pairs=class_pairs)
+    if isinstance(split, ImageSet):
+        return DeviceLoader(split, batch_size, crop_padding=cfg.augment.crop_padding, flip=cfg.augment.flip, **common)
+    from raykd.data.stream_choice import default_size
+    from raykd.data.stream_dataset import ViewSpec
+    from raykd.data.stream_loader import StreamLoader
+    from raykd.data.stream_transforms import default_eval_resize
+
+    size = default_size(cfg)
+    view = ViewSpec(size, tuple(cfg.crop_scale), cfg.augment.flip, cfg.eval_resize or default_eval_resize(size))
+    workers = cfg.loader_workers if cfg.loader_workers != "auto" else max(1, min(int(cpus), os.cpu_count() or 1))
+    return StreamLoader(split, batch_size, view=view, workers=workers, on_corrupt=cfg.on_corrupt, log=log, **common)
 
 
 def load_packages_limited(path: Path, cfg) -> DataBundle:
@@ -88,9 +124,11 @@ def check_data(cfg, where: str = "data") -> None:
 
         check_layout(root, where)
     elif cfg.name == "ucf101":
-        from raykd.data.ucf101 import check_layout
+        from raykd.data.ucf101 import check_layout, require_av
 
         check_layout(root, cfg.fold, where)
+        if cfg.stream is not False:  # a streamed run decodes clips all along; say so before it starts
+            require_av()
 
 
 def _limit(bundle: DataBundle, cfg) -> DataBundle:

@@ -29,6 +29,10 @@ class ImageSet:
     def is_video(self) -> bool:
         return self.images.dim() == 5
 
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[1:])
+
     def __len__(self) -> int:
         return len(self.labels)
 
@@ -39,9 +43,10 @@ class ImageSet:
 
 @dataclass
 class DataBundle:
-    """Train/val/test splits plus what the model and normaliser need to know."""
+    """Train/val/test splits (in memory, or `FileSet`s the streaming loader reads from disk) plus what the
+    model and normaliser need to know."""
 
-    train: ImageSet
+    train: ImageSet  # or FileSet: both have labels, sample_shape, is_video, subset
     val: ImageSet
     test: ImageSet
     num_classes: int
@@ -50,21 +55,30 @@ class DataBundle:
     class_names: list[str] = field(default_factory=list)
 
     @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return self.train.sample_shape
+
+    @property
     def in_channels(self) -> int:
-        return self.train.images.shape[-3]
+        return self.sample_shape[-3]
 
     @property
     def image_size(self) -> tuple[int, int]:
-        return tuple(self.train.images.shape[-2:])
+        return tuple(self.sample_shape[-2:])
 
     @property
     def is_video(self) -> bool:
         return self.train.is_video
 
+    @property
+    def streamed(self) -> bool:
+        return not isinstance(self.train, ImageSet)
+
     def summary(self) -> str:
-        frames = f"clips of {self.train.images.shape[1]} frames of " if self.is_video else ""
+        frames = f"clips of {self.sample_shape[0]} frames of " if self.is_video else ""
+        how = ", streamed from disk" if self.streamed else ""
         return (f"{len(self.train)} train / {len(self.val)} val / {len(self.test)} test, "
-                f"{self.num_classes} classes, {frames}{self.in_channels}x{self.image_size[0]}x{self.image_size[1]}")
+                f"{self.num_classes} classes, {frames}{self.in_channels}x{self.image_size[0]}x{self.image_size[1]}{how}")
 
 
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

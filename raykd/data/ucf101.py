@@ -1,7 +1,9 @@
 """UCF101 from its published layout: `<root>/<Class>/v_*.avi` plus the `ucfTrainTestlist` folder
 (classInd.txt, trainlist0N.txt, testlist0N.txt) in the root or beside it. Each clip is decoded
 with PyAV once, `frames` frames are sampled evenly over its length and resized to `image_size`
-(default 112), and the result is cached as uint8 tensors under the storage's data cache.
+(default 112), and the result is cached as uint8 tensors under the storage's data cache — or, when the
+decoded clips would not fit in memory (or `data.stream: true`), clips are decoded on the fly by the
+streaming loader with frames drawn anew every epoch (`stream_ucf101`).
 """
 
 from __future__ import annotations
@@ -56,12 +58,17 @@ def _entries(lists: Path, name: str, classes: list[str]) -> list[tuple[str, int]
     return out
 
 
-def decode_clip(path: Path, frames: int, size: int) -> torch.Tensor:
-    """uint8 [frames, 3, size, size]: frames sampled evenly over the clip (repeated if it is shorter)."""
+def require_av():
     try:
         import av
     except ImportError:
         raise DataError("UCF101 needs PyAV to decode its .avi files: pip install 'raykd[video]' (or pip install av).") from None
+    return av
+
+
+def decode_clip(path: Path, frames: int, size: int) -> torch.Tensor:
+    """uint8 [frames, 3, size, size]: frames sampled evenly over the clip (repeated if it is shorter)."""
+    av = require_av()
     try:
         with av.open(str(path)) as container:
             decoded = [torch.from_numpy(f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
@@ -109,3 +116,30 @@ def load_ucf101(root: str, fold: int, frames: int, image_size: int | None, cache
         save_atomic({"train_x": train.images, "train_y": train.labels, "test_x": test.images,
                      "test_y": test.labels}, cache)
     return train, test, classes
+
+
+def stream_ucf101(cfg):
+    """(train, test, class names) as clip `FileSet`s when `cfg` streams, else None (decode into memory)."""
+    from raykd.data.file_set import FileSet
+    from raykd.data.stream_choice import default_size, should_stream
+
+    if cfg.stream is False:
+        return None
+    root = Path(cfg.root).expanduser()
+    check_layout(root, cfg.fold)
+    require_av()
+    lists = find_lists(root)
+    classes = _classes(lists)
+    entries = {k: _entries(lists, f"{k}list0{cfg.fold}.txt", classes) for k in ("train", "test")}
+    size = default_size(cfg)
+    shape = (cfg.frames, 3, size, size)
+    if not should_stream(cfg, sum(len(e) for e in entries.values()), shape):
+        return None
+    sets = {}
+    for k, e in entries.items():
+        missing = [rel for rel, _ in e if not (root / rel).is_file()]
+        if missing:
+            raise DataError(f"UCF101 {k} list names '{missing[0]}' but '{root / missing[0]}' does not exist"
+                            f"{f' ({len(missing) - 1} more missing)' if len(missing) > 1 else ''}.")
+        sets[k] = FileSet.from_paths(root, [root / rel for rel, _ in e], [c for _, c in e], "clip", shape)
+    return sets["train"], sets["test"], classes

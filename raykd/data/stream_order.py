@@ -1,0 +1,49 @@
+"""Which samples each rank reads in each step of an epoch: a pure function of (seed, epoch, rank).
+
+Training shuffles with one permutation shared by all ranks, cuts it into global batches of
+`batch_size * world_size`, and deals each global batch across the ranks. Every sample is read exactly
+once an epoch and every rank takes the same number of steps (DDP needs that). A short tail that
+would leave a rank fewer than two samples (BatchNorm cannot train on one) joins the last full batch
+instead of being dropped. Evaluation reads the split in order, rank r every world_size-th sample.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch
+
+
+def train_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> list[torch.Tensor]:
+    glob = batch_size * world_size
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
+    full, tail = divmod(n, glob)
+    bounds = [i * glob for i in range(full + 1)]
+    if tail >= 2 * world_size or full == 0:
+        bounds.append(n)
+    else:
+        bounds[-1] = n
+    return [perm[a:b][rank::world_size] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def eval_batches(n: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[torch.Tensor]:
+    mine = torch.arange(n)[rank::world_size]
+    return list(mine.split(batch_size)) if len(mine) else []
+
+
+class ClassPartners:
+    """Draws a uniformly chosen sample of the same class for each index (CS-KD's pairs); the class index
+    is built once, a draw costs O(batch)."""
+
+    def __init__(self, labels: torch.Tensor):
+        self.labels = labels
+        self.by_class = torch.argsort(labels, stable=True)
+        self.count = torch.bincount(labels)
+        self.start = torch.cumsum(self.count, 0) - self.count
+
+    def __call__(self, idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        mine = self.labels[idx]
+        offset = (torch.rand(len(idx), generator=g) * self.count[mine]).long()
+        return self.by_class[self.start[mine] + offset]
