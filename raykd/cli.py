@@ -158,7 +158,7 @@ def cmd_eval(args) -> int:
     import torch
 
     from raykd.config import DataConfig
-    from raykd.data import DeviceLoader, load_data
+    from raykd.data import load_data, make_loader
     from raykd.engine import load_student, pick_device
     from raykd.engine.evaluate import evaluate
 
@@ -179,7 +179,8 @@ def cmd_eval(args) -> int:
                          f"{'clips' if data.is_video else 'images'}; choose a {kind} dataset with --data "
                          f"({'digits_video, ucf101' if meta.get('video') else 'digits, cifar10, ...'}).")
     split = data.test if args.split == "test" else data.val
-    loader = DeviceLoader(split, cfg.eval_batch_size, device, tuple(meta["mean"]), tuple(meta["std"]), train=False)
+    loader = make_loader(split, cfg, cfg.eval_batch_size, train=False, device=device, mean=tuple(meta["mean"]),
+                         std=tuple(meta["std"]), cpus=os.cpu_count() or 1)
     with torch.no_grad():
         m = evaluate(model, loader)
     print(f"{meta['model']} on {cfg.name} {args.split} ({len(split)} images): top-1 {m['top1']:.2f}%  "

@@ -128,7 +128,7 @@ def run_integration(node, member_paths: dict[str, str], out_dir: Path, device: t
                     data_cache: Path | None, log=print) -> dict[str, Any]:
     """Build, evaluate and save one integration node's final student."""
     from raykd import models
-    from raykd.data import DeviceLoader, load_data
+    from raykd.data import load_data, make_loader
     from raykd.engine.evaluate import evaluate
     from raykd.engine.latency import latency_ms
     from raykd.engine.student_file import build_student, read_student, save_atomic, save_ensemble
@@ -146,18 +146,19 @@ def run_integration(node, member_paths: dict[str, str], out_dir: Path, device: t
                              f"from '{names[0]}' (different data); integrate members of one dataset.")
     blob = weight_average_blob(blobs, names) if node.method.name == "weight_average" else None
     model = build_student(blob if blob is not None else {"model": "ensemble", "members": blobs}).to(device)
-    common = dict(device=device, mean=blobs[0]["mean"], std=blobs[0]["std"], train=False)
+    common = dict(cfg=node.data, batch_size=node.data.eval_batch_size, device=device, mean=blobs[0]["mean"],
+                  std=blobs[0]["std"], train=False, cpus=node.resources.cpus_per_worker, log=log)
     if blob is not None:
-        recompute_batch_norm(model, DeviceLoader(data.train, node.data.eval_batch_size, **common))
+        recompute_batch_norm(model, make_loader(data.train, **common))
         blob["state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    test = evaluate(model, DeviceLoader(data.test, node.data.eval_batch_size, **common))
-    val = evaluate(model, DeviceLoader(data.val, node.data.eval_batch_size, **common))
+    test = evaluate(model, make_loader(data.test, **common))
+    val = evaluate(model, make_loader(data.val, **common))
     member_top1 = {f"member/{n}/test_top1": b["metrics"].get("test/top1", float("nan")) for n, b in zip(names, blobs)}
     result = {
         "params": models.count_parameters(model), "epochs": 0, "world_size": 1,
         "val/top1": val["top1"], "test/top1": test["top1"], "test/top5": test["top5"],
         "best/test_top1": test["top1"], "best/test_top5": test["top5"],
-        "latency_ms": latency_ms(model, tuple(data.test.images.shape[1:]), device), **member_top1,
+        "latency_ms": latency_ms(model, data.sample_shape, device), **member_top1,
     }
     if blob is not None:
         save_atomic({**blob, "metrics": result, "data": node.data.model_dump(mode="json")}, out_dir / "final.pt")

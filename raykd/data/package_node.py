@@ -21,6 +21,10 @@ def run_packages(node, teacher_path: Path, out_dir: Path, device: torch.device, 
 
     out_dir.mkdir(parents=True, exist_ok=True)
     data = load_data(node.data, data_cache)
+    if data.streamed:
+        raise ConfigError(f"nodes.{node.name}.data: packages are generated from images held in memory, but "
+                          f"'{node.data.root}' streams from disk (too large for memory, or data.stream: true); "
+                          f"set data.stream: false with data.image_size and data.train_limit to package a subset.")
     if data.is_video:
         raise ConfigError(f"nodes.{node.name}.data: packages are built from an image dataset, but "
                           f"'{node.data.name}' holds clips.")

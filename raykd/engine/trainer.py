@@ -21,12 +21,13 @@ import torch.distributed as dist
 
 from raykd import models
 from raykd.config import ResolvedNode
-from raykd.data import DeviceLoader, load_data, load_packages_limited
+from raykd.data import load_data, load_packages_limited, make_loader
 from raykd.models.ensemble import Ensemble
 from raykd.engine import checkpoint as ckpt
 from raykd.engine.evaluate import evaluate, topk_correct
 from raykd.engine.optim import build_optimizer, lr_at, set_lr
 from raykd.engine.latency import latency_ms
+from raykd.engine.memory import peak_rss_mb, reset_peak_rss
 from raykd.engine.step_stats import StepStats
 from raykd.engine.student_file import load_student, plain_backbone, save_student, weights_fingerprint
 from raykd.errors import CheckpointError, ConfigError
@@ -48,6 +49,7 @@ class RunContext:
     init_path: Path | None = None  # start the student from this final.pt (an init-stage node's output)
     dataset_path: Path | None = None  # train on this package set (a packages node's output) instead of data.name
     data_cache: Path | None = None
+    cpus: float = 1.0  # CPUs this worker holds: the streaming loader's default process count
     on_start: Callable[[dict[str, Any]], None] | None = None
     on_epoch: Callable[[int, dict[str, float]], None] | None = None  # on every rank, after rank 0's checkpoint
     on_resume: Callable[[list[dict[str, Any]]], None] | None = None  # the resumed history (epochs already done)
@@ -105,19 +107,18 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
         student = models.VideoClassifier(student)  # clips [B, F, C, H, W]: frames through the 2D model
     distiller = build_distiller(node.method, student, teacher)
     local_bs = dcfg.batch_size // ctx.world_size
-    common = dict(device=device, mean=data.mean, std=data.std, rank=ctx.rank, world_size=ctx.world_size,
-                  channels_last=tcfg.channels_last)
-    train_loader = DeviceLoader(data.train, local_bs, train=True, crop_padding=dcfg.augment.crop_padding,
-                                flip=dcfg.augment.flip, seed=tcfg.seed, class_pairs=distiller.needs_class_pairs,
-                                **common)
-    val_loader = DeviceLoader(data.val, dcfg.eval_batch_size, train=False, **common)
-    test_loader = DeviceLoader(data.test, dcfg.eval_batch_size, train=False, **common)
+    common = dict(cfg=dcfg, device=device, mean=data.mean, std=data.std, rank=ctx.rank, world_size=ctx.world_size,
+                  channels_last=tcfg.channels_last, cpus=ctx.cpus, log=log)
+    train_loader = make_loader(data.train, batch_size=local_bs, train=True, seed=tcfg.seed,
+                               class_pairs=distiller.needs_class_pairs, **common)
+    val_loader = make_loader(data.val, batch_size=dcfg.eval_batch_size, train=False, **common)
+    test_loader = make_loader(data.test, batch_size=dcfg.eval_batch_size, train=False, **common)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise ConfigError(f"nodes.{node.name}.data.batch_size ({dcfg.batch_size}) is larger than the training "
                           f"split ({len(data.train)} images): no full batch to train on.")
     distiller.setup(MethodContext(num_classes=data.num_classes, train_labels=data.train.labels.clone(),
-                                  image_shape=tuple(data.train.images.shape[1:]), epochs=tcfg.epochs,
+                                  image_shape=data.sample_shape, epochs=tcfg.epochs,
                                   steps_per_epoch=steps_per_epoch))
     distiller = distiller.to(device)
     if tcfg.channels_last:
@@ -164,6 +165,7 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
                     find_unused_parameters=distiller.unused_parameters)
 
     run_start = time.perf_counter()
+    reset_peak_rss()  # data/peak_rss_mb: this run's peak, not the reused worker process's earlier ones
     for epoch in range(start_epoch, tcfg.epochs):
         train_loader.set_epoch(epoch)
         distiller.start_epoch(epoch)
@@ -200,6 +202,7 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
         metrics.update({f"val/{k}": v for k, v in val.items()})
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         metrics["images_per_s"] = stats.seen * ctx.world_size / train_seconds
+        metrics.update(_stream_metrics(train_loader, train_seconds, ctx.world_size))
         metrics["epoch_seconds"] = time.perf_counter() - t0
         history.append({"epoch": epoch + 1, **metrics})
         shards = sharded.save(distiller, epoch + 1)  # every rank's part, before checkpoint.pt points at them
@@ -259,7 +262,7 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
         **distiller.result_metrics(),
     }
     if is_main:
-        result["latency_ms"] = latency_ms(distiller.student, tuple(data.train.images.shape[1:]), device)
+        result["latency_ms"] = latency_ms(distiller.student, data.sample_shape, device)
         save_student(out / FINAL, distiller.student, model_name=node.model, num_classes=data.num_classes,
                      model_kwargs=node.model_kwargs, mean=data.mean, std=data.std,
                      data=node.data.model_dump(mode="json"), metrics=result, init_fingerprint=init_fingerprint,
@@ -268,6 +271,22 @@ def fit(node: ResolvedNode, ctx: RunContext) -> dict[str, Any]:
             f"(best val, epoch {best['epoch']})")
     result["history"] = history
     return result
+
+
+def _stream_metrics(loader, train_seconds: float, world_size: int) -> dict[str, float]:
+    """A streamed epoch's data health, over all ranks: samples read and how many distinct (both equal the split
+    unless files were skipped), files skipped as unreadable; and rank 0's share of the epoch spent waiting for a
+    batch (near 0 when the loader keeps up) and its process's peak RSS."""
+    if not hasattr(loader, "skipped"):
+        return {}
+    reads = loader.reads.to(loader.device)
+    skipped = torch.tensor([float(len(loader.skipped))], device=loader.device)
+    if world_size > 1 and dist.is_initialized():
+        dist.all_reduce(reads)
+        dist.all_reduce(skipped)
+    return {"data/samples_read": float(reads.sum().item()), "data/samples_distinct": float((reads > 0).sum().item()),
+            "data/skipped_files": skipped.item(), "data/wait_share": loader.wait_seconds / max(train_seconds, 1e-9),
+            "data/peak_rss_mb": peak_rss_mb()}
 
 
 def _resume_state(path: Path, device, rank: int, log, tag: str) -> dict[str, Any] | None:

@@ -57,6 +57,7 @@ def run_task(task: NodeTask, rank: int = 0, world_size: int = 1, device: torch.d
         init_path=Path(task.init_path) if task.init_path else None,
         dataset_path=Path(task.dataset_path) if task.dataset_path else None,
         data_cache=Path(task.data_cache),
+        cpus=task.node.resources.cpus_per_worker,
         on_epoch=_chain(logger.log_metrics if logger else None, on_epoch),
         on_resume=logger.replay if logger else None,
         log=log,

@@ -36,7 +36,7 @@ def features(checkpoint: Path, data_cache: Path, cap: int = 2000, seed: int = 0,
     import torch
 
     from raykd.config import DataConfig
-    from raykd.data import DeviceLoader, load_data
+    from raykd.data import load_data, make_loader
     from raykd.engine import load_student
 
     model, meta = load_student(checkpoint, "cpu")
@@ -49,7 +49,7 @@ def features(checkpoint: Path, data_cache: Path, cap: int = 2000, seed: int = 0,
     if len(test) > cap:
         pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:cap].sort().values
         test = test.subset(pick)
-    loader = DeviceLoader(test, 256, "cpu", tuple(meta["mean"]), tuple(meta["std"]), train=False)
+    loader = make_loader(test, cfg, 256, train=False, device="cpu", mean=tuple(meta["mean"]), std=tuple(meta["std"]))
     feats, labels = [], []
     with torch.no_grad():
         for batch in loader:
