@@ -8,7 +8,11 @@ since a Train run costs seconds of process starts that one worker does not need.
 
 from __future__ import annotations
 
+import json
+import os
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 from raykd.errors import RaykdError
@@ -33,12 +37,41 @@ def _train_loop(config: dict[str, Any]) -> dict[str, Any]:
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             if epoch < last:  # the trial reports the last epoch itself, once the node is recorded
                 ray.train.report({**metrics, "epoch": epoch, **config.get("report_extra", {})})
+    error = _rank_error(config["task"], config["launch_id"])
+    if error is not None:  # a retry of a group that a rank's error failed: every rank stops at once, alike
+        return error
     try:
         result = run_task(config["task"], ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device(),
                           on_epoch=on_epoch)
     except RaykdError as e:  # a user-facing error: carry the message, do not retry
-        return {"__error__": str(e), "__type__": type(e).__name__}
+        error = {"__error__": str(e), "__type__": type(e).__name__}
+        if ctx.get_world_size() == 1:
+            return error
+        # Only this rank may have hit it (a bad file in its share of the data) while its peers wait in a
+        # collective that would never return: failing the worker group is what stops them. The message goes
+        # to a file the driver (and any retry of the group) reads.
+        _write_json(Path(config["task"].out_dir) / RANK_ERROR, {**error, "launch": config["launch_id"]})
+        raise
     return {**result, "_loop_start": started, "_loop_end": time.time()}
+
+
+RANK_ERROR = "rank_error.json"
+
+
+def _rank_error(task: NodeTask, launch_id: str) -> dict[str, Any] | None:
+    """The user-facing error a rank of this launch recorded, if any (a file from an earlier launch is ignored)."""
+    try:
+        error = json.loads((Path(task.out_dir) / RANK_ERROR).read_text())
+    except (OSError, ValueError):
+        return None
+    return error if isinstance(error, dict) and error.get("launch") == launch_id else None
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
 
 
 def launch(task: NodeTask, request: tuple[int, float, float], storage_path: str, max_failures: int,
@@ -50,7 +83,8 @@ def launch(task: NodeTask, request: tuple[int, float, float], storage_path: str,
 
     workers, cpus, gpus = request
     per_worker = {"CPU": cpus, "GPU": gpus} if gpus else {"CPU": cpus}
-    config: dict[str, Any] = {"task": task, "threads": max(1, int(cpus))}
+    launch_id = uuid.uuid4().hex
+    config: dict[str, Any] = {"task": task, "threads": max(1, int(cpus)), "launch_id": launch_id}
     callbacks = []
     if report is not None:
         from ray.tune.integration.ray_train import TuneReportCallback
@@ -68,6 +102,9 @@ def launch(task: NodeTask, request: tuple[int, float, float], storage_path: str,
     try:
         result = trainer.fit()
     except Exception as e:  # TrainingFailedError wraps the worker's exception
+        error = _rank_error(task, launch_id)
+        if error is not None:
+            raise RaykdError(error["__error__"]) from None
         raise RuntimeError(f"node '{task.name}' failed in its Ray Train run: {_root_cause(e)}") from None
     value = result.return_value
     if isinstance(value, dict) and "__error__" in value:
