@@ -5,6 +5,7 @@ import time
 
 import pytest
 import ray
+import torch
 from mlflow.tracking import MlflowClient
 
 from raykd.config import build_experiment
@@ -292,3 +293,87 @@ def test_a_user_error_inside_a_node_reaches_the_driver_once_and_is_not_retried(t
     attempts = _tasks_named("raykd:small")
     assert [(t.attempt_number, t.state) for t in attempts] == [(0, "FAILED")]
     assert sum("is larger than the training split" in line for line in logs) == 1
+
+
+# --- the streaming data path on Ray ---------------------------------------------------------------
+
+def _stream_raw(root, storage, student_epochs=2, **data):
+    """A teacher and a ResNet-18 KD student on a generated ImageNet-layout folder, streamed: the student
+    is a 2-worker DDP (gloo) run, 36 training images in global batches of 8 (a 4-image tail, 2 a rank)."""
+    return {
+        "name": "stream", "storage": str(storage),
+        "data": {"name": "image_folder", "root": str(root), "stream": True, "image_size": 48, "batch_size": 8,
+                 "eval_batch_size": 16, "loader_workers": 1, **data},
+        "train": {"epochs": 1, "optimizer": {"lr": 0.02}, "schedule": {"name": "constant"}},
+        "nodes": {
+            "teacher": {"model": "resnet8"},
+            "student": {"model": "resnet18", "teacher": "teacher", "method": {"name": "kd"},
+                        "train": {"epochs": student_epochs}, "resources": {"workers": 2}},
+        },
+        "final": "student",
+    }
+
+
+def test_streamed_folder_trains_a_ddp_kd_student_reading_each_image_once_and_resumes_to_the_same_weights(tmp_path):
+    from media import write_jpeg_tree
+
+    from raykd.engine.student_file import read_student
+
+    root = tmp_path / "imagenet"
+    write_jpeg_tree(root, classes=3, per_class={"train": 12, "val": 3, "test": 4})
+    storage = tmp_path / "runs"
+    first = run_pipeline(build_experiment(_stream_raw(root, storage)), executor="ray", log=lambda *_: None)
+    assert first.ok, first.nodes["student"].error
+    r = first.nodes["student"].result
+    assert r["world_size"] == 2 and r["steps_per_epoch"] == 5, "4 global batches of 8 and the 4-image tail"
+    client = MlflowClient(first.tracking_uri)
+    run = client.get_run(first.nodes["student"].run_id)
+    for key in ("data/samples_read", "data/samples_distinct"):
+        assert [m.value for m in client.get_metric_history(run.info.run_id, key)] == [36.0, 36.0], key
+    assert run.data.metrics["data/skipped_files"] == 0 and run.data.metrics["data/peak_rss_mb"] > 0
+    weights = read_student(first.nodes["student"].plan.dir / "final.pt")["state_dict"]
+
+    # Stop after epoch 1: the 1-epoch student's checkpoint is exactly the 2-epoch run's state after its
+    # first epoch (constant lr). Put it in the finished node's place and run again: the resumed epoch 2
+    # must read the batches the uninterrupted one read, so the weights come out identical.
+    one = run_pipeline(build_experiment(_stream_raw(root, storage, student_epochs=1)), executor="ray",
+                       log=lambda *_: None)
+    assert one.ok, one.nodes["student"].error
+    node_dir = first.nodes["student"].plan.dir
+    for name in ("result.json", "final.pt"):
+        (node_dir / name).unlink()
+    (node_dir / "checkpoint.pt").write_bytes((one.nodes["student"].plan.dir / "checkpoint.pt").read_bytes())
+    again = run_pipeline(build_experiment(_stream_raw(root, storage)), executor="ray", log=lambda *_: None)
+    assert again.ok, again.nodes["student"].error
+    assert again.nodes["student"].result["resumed_after_epoch"] == 1
+    resumed = read_student(node_dir / "final.pt")["state_dict"]
+    assert weights.keys() == resumed.keys()
+    assert all(torch.equal(weights[k], resumed[k]) for k in weights), "the resumed run saw other batches"
+
+
+def test_a_corrupt_jpeg_stops_a_ddp_run_naming_the_file_and_skip_reads_the_rest(tmp_path):
+    from media import write_jpeg_tree
+
+    root = tmp_path / "imagenet"
+    files = write_jpeg_tree(root, classes=3, per_class={"train": 12, "val": 3, "test": 4})
+    bad = files["train"][7]
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated mid-scan
+    raw = _stream_raw(root, tmp_path / "runs", student_epochs=2)
+    raw["nodes"] = {"student": {**raw["nodes"]["student"], "teacher": None, "method": {"name": "vanilla"},
+                                "model": "resnet8", "resources": {"workers": 2, "max_failures": 1}}}
+    # Only the rank whose share holds the file fails; its peer waits in a collective. Failing the group stops
+    # it, and the retry max_failures allows stops at once on every rank with the same message.
+    failed = run_pipeline(build_experiment(raw), executor="ray", log=lambda *_: None)
+    assert not failed.ok
+    error = failed.nodes["student"].error
+    assert str(bad) in error and "data.on_corrupt: skip" in error, error
+    assert not (failed.nodes["student"].plan.dir / "checkpoint.pt").exists(), "it failed in epoch 1"
+
+    raw["data"]["on_corrupt"] = "skip"
+    done = run_pipeline(build_experiment(raw), executor="ray", log=lambda *_: None)
+    assert done.ok, done.nodes["student"].error
+    assert done.nodes["student"].plan.dir == failed.nodes["student"].plan.dir, "on_corrupt is not in the hash"
+    client = MlflowClient(done.tracking_uri)
+    rid = done.nodes["student"].run_id
+    for key, want in (("data/skipped_files", 1.0), ("data/samples_read", 35.0), ("data/samples_distinct", 35.0)):
+        assert [m.value for m in client.get_metric_history(rid, key)] == [want, want], key

@@ -98,30 +98,10 @@ def test_packages_from_a_confident_or_an_uncertain_teacher(sharpness, pseudo_sha
 
 
 def _write_ucf(root, classes, per_class):
-    av = pytest.importorskip("av")
-    import numpy as np
+    pytest.importorskip("av")
+    from media import write_ucf
 
-    lists = root / "ucfTrainTestlist"
-    lists.mkdir(parents=True)
-    (lists / "classInd.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
-    train, test = [], []
-    for ci, c in enumerate(classes):
-        (root / c).mkdir()
-        for g in range(per_class):
-            rel = f"{c}/v_{c}_g{g + 1:02d}_c01.avi"
-            with av.open(str(root / rel), "w") as out:
-                stream = out.add_stream("mpeg4", rate=8)
-                stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
-                for t in range(6 + g):
-                    a = np.zeros((24, 32, 3), np.uint8)
-                    a[..., ci] = 40 + 25 * t  # the class's colour channel brightens over time
-                    for p in stream.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
-                        out.mux(p)
-                for p in stream.encode():
-                    out.mux(p)
-            (train if g < per_class - 1 else test).append(rel)
-    (lists / "trainlist01.txt").write_text("".join(f"{r} {classes.index(r.split('/')[0]) + 1}\n" for r in train))
-    (lists / "testlist01.txt").write_text("".join(f"{r}\n" for r in test))
+    write_ucf(root, classes, per_class)
 
 
 def test_ucf101_loader_decodes_samples_and_caches_encoded_clips(tmp_path):
