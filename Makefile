@@ -31,6 +31,8 @@ bench: $(STAMP)
 	$(PY) bench/skd.py
 	$(PY) bench/dtskd.py
 	$(PY) bench/mtkd_ssr.py
+	$(PY) bench/baselines.py
+	$(PY) bench/stream.py
 
 clean:
 	rm -rf runs .pytest_cache
