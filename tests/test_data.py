@@ -281,3 +281,33 @@ def test_shared_fashion_mnist():
     b = load_data(DataConfig(name="fashion_mnist", root=str(root), val_fraction=0.0))
     assert len(b.train) == 60_000 and len(b.test) == 10_000
     assert torch.bincount(b.test.labels).tolist() == [1000] * 10
+
+
+def test_image_folder_without_test_uses_val_as_test(tmp_path):
+    """ImageNet's layout: train/ and val/ only. val/ is the test split, in memory and streamed alike."""
+    _write_tree(tmp_path / "tree")
+    (tmp_path / "tree" / "test").rename(tmp_path / "tree" / "val")
+    for stream in (False, True):
+        b = load_data(DataConfig(name="image_folder", root=str(tmp_path / "tree"), val_fraction=0.0, image_size=8,
+                                 stream=stream))
+        assert len(b.train) == 12 and len(b.test) == 6 and b.streamed == stream
+        assert torch.equal(b.val.labels, b.test.labels), "val_fraction 0: validation is the test split"
+
+
+def test_streamed_listing_is_cached_until_a_class_folder_changes(tmp_path, monkeypatch):
+    import raykd.data.image_folder as imf
+
+    _write_tree(tmp_path / "tree")
+    cfg = DataConfig(name="image_folder", root=str(tmp_path / "tree"), stream=True, val_fraction=0.0)
+    first = load_data(cfg, tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("imagefolder-index-*.npz"))) == 2
+    real_scan = imf._scan
+    monkeypatch.setattr(imf, "_scan", lambda *a: (_ for _ in ()).throw(AssertionError("listed again")))
+    again = load_data(cfg, tmp_path / "cache")
+    assert (again.train.paths == first.train.paths).all() and torch.equal(again.train.labels, first.train.labels)
+    monkeypatch.setattr(imf, "_scan", real_scan)
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "tree" / "train" / "dog" / "new.png")  # the folder's mtime moves
+    grown = load_data(cfg, tmp_path / "cache")
+    assert len(grown.train) == 13 and b"train/dog/new.png" in grown.train.paths.tolist()
