@@ -301,11 +301,11 @@ def test_streamed_listing_is_cached_until_a_class_folder_changes(tmp_path, monke
     cfg = DataConfig(name="image_folder", root=str(tmp_path / "tree"), stream=True, val_fraction=0.0)
     first = load_data(cfg, tmp_path / "cache")
     assert len(list((tmp_path / "cache").glob("imagefolder-index-*.npz"))) == 2
-    real_scan = imf._scan
-    monkeypatch.setattr(imf, "_scan", lambda *a: (_ for _ in ()).throw(AssertionError("listed again")))
+    real_scan = imf.scan_split
+    monkeypatch.setattr(imf, "scan_split", lambda *a: (_ for _ in ()).throw(AssertionError("listed again")))
     again = load_data(cfg, tmp_path / "cache")
     assert (again.train.paths == first.train.paths).all() and torch.equal(again.train.labels, first.train.labels)
-    monkeypatch.setattr(imf, "_scan", real_scan)
+    monkeypatch.setattr(imf, "scan_split", real_scan)
     from PIL import Image
 
     Image.new("RGB", (8, 8)).save(tmp_path / "tree" / "train" / "dog" / "new.png")  # the folder's mtime moves

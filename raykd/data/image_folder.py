@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -23,8 +25,15 @@ EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
 def list_split(split_dir: Path, classes: list[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
+    """(files, labels, classes) of `split_dir/<class>/<image>`; classes sorted unless given (the train split's)."""
     if classes is None:
         classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+    files, labels = scan_split(split_dir, classes)
+    return [split_dir.parent / f for f in files], labels, classes
+
+
+def scan_split(split_dir: Path, classes: list[str]) -> tuple[list[str], list[int]]:
+    """Paths `<split>/<class>/<name>` as plain strings (no Path per file: ImageNet has 1.28M) and labels."""
     if not classes:
         raise DataError(f"'{split_dir}' has no class folders: expected '{split_dir}/<class>/<image>'.")
     files, labels = [], []
@@ -32,13 +41,13 @@ def list_split(split_dir: Path, classes: list[str] | None = None) -> tuple[list[
         cdir = split_dir / c
         if not cdir.is_dir():
             raise DataError(f"class folder '{cdir}' is missing (class '{c}' exists in the train split).")
-        with os.scandir(cdir) as entries:  # scandir: ImageNet's 1.28M names list in seconds, even on NFS
-            found = sorted(cdir / e.name for e in entries if os.path.splitext(e.name)[1].lower() in EXTENSIONS)
-        files += found
-        labels += [i] * len(found)
+        with os.scandir(cdir) as entries:  # scandir: names and types in one call per folder, even on NFS
+            names = sorted(e.name for e in entries if os.path.splitext(e.name)[1].lower() in EXTENSIONS)
+        files += [f"{split_dir.name}/{c}/{n}" for n in names]
+        labels += [i] * len(names)
     if not files:
         raise DataError(f"no images ({', '.join(sorted(EXTENSIONS))}) under '{split_dir}'.")
-    return files, labels, classes
+    return files, labels
 
 
 def decode_files(files: list[Path], image_size: int | None) -> torch.Tensor:
@@ -144,7 +153,11 @@ def index_split(split_dir: Path, classes: list[str] | None, cache_dir: Path | No
     if cache is not None and cache.is_file():
         with np.load(cache) as blob:
             return blob["paths"], blob["labels"], names
-    files, labels = _scan(split_dir, names)
+    t0 = time.perf_counter()
+    files, labels = scan_split(split_dir, names)
+    if time.perf_counter() - t0 > 2:  # a big tree on a network filesystem: say where the time went
+        print(f"image_folder: listed {len(files):,} files of '{split_dir}' in {time.perf_counter() - t0:.0f}s"
+              f"{' (cached for later runs)' if cache_dir else ''}", file=sys.stderr)
     paths = np.array([f.encode() for f in files], dtype=np.bytes_)
     labels = np.asarray(labels, dtype=np.int64)
     if cache is not None:
@@ -153,24 +166,6 @@ def index_split(split_dir: Path, classes: list[str] | None, cache_dir: Path | No
         np.savez(tmp, paths=paths, labels=labels)
         os.replace(tmp, cache)
     return paths, labels, names
-
-
-def _scan(split_dir: Path, classes: list[str]) -> tuple[list[str], list[int]]:
-    """`list_split` for a million files: plain strings `<split>/<class>/<name>`, no Path per file."""
-    if not classes:
-        raise DataError(f"'{split_dir}' has no class folders: expected '{split_dir}/<class>/<image>'.")
-    files, labels = [], []
-    for i, c in enumerate(classes):
-        cdir = split_dir / c
-        if not cdir.is_dir():
-            raise DataError(f"class folder '{cdir}' is missing (class '{c}' exists in the train split).")
-        with os.scandir(cdir) as entries:
-            names = sorted(e.name for e in entries if os.path.splitext(e.name)[1].lower() in EXTENSIONS)
-        files += [f"{split_dir.name}/{c}/{n}" for n in names]
-        labels += [i] * len(names)
-    if not files:
-        raise DataError(f"no images ({', '.join(sorted(EXTENSIONS))}) under '{split_dir}'.")
-    return files, labels
 
 
 def stream_image_folder(cfg, cache_dir: Path | None = None):
