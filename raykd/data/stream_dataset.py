@@ -8,6 +8,7 @@ error, and the loader in the training process decides — stop naming the file, 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -51,8 +52,16 @@ class StreamDataset(Dataset):
             v = self.view
             x = train_view(x, v.size, v.scale, v.flip, g) if self.train else eval_view(x, v.size, v.resize)
         except Exception as e:  # noqa: BLE001 - any failure to read a file is reported by name
-            return None, index, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+            return None, index, reason(e)
         return x, index, None
+
+
+def reason(e: Exception) -> str:
+    """One line saying why a file could not be read, without the decoder's source location (torchvision's
+    messages start "decode_jpeg, /path/to/decode_jpeg.cpp:171, ")."""
+    text = str(e).splitlines()[0] if str(e) else ""
+    text = re.sub(r"^\w+, \S+:\d+, ", "", text)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def collate(samples: list) -> dict:
