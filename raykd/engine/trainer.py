@@ -22,6 +22,7 @@ import torch.distributed as dist
 from raykd import models
 from raykd.config import ResolvedNode
 from raykd.data import load_data, load_packages_limited, make_loader
+from raykd.data.stream_loader import StreamLoader
 from raykd.models.ensemble import Ensemble
 from raykd.engine import checkpoint as ckpt
 from raykd.engine.evaluate import evaluate, topk_correct
@@ -277,7 +278,7 @@ def _stream_metrics(loader, train_seconds: float, world_size: int) -> dict[str, 
     """A streamed epoch's data health, over all ranks: samples read and how many distinct (both equal the split
     unless files were skipped), files skipped as unreadable; and rank 0's share of the epoch spent waiting for a
     batch (near 0 when the loader keeps up) and its process's peak RSS."""
-    if not hasattr(loader, "skipped"):
+    if not isinstance(loader, StreamLoader):
         return {}
     reads = loader.reads.to(loader.device)
     skipped = torch.tensor([float(len(loader.skipped))], device=loader.device)
