@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from raykd.data.file_set import FileSet
 from raykd.data.stream_dataset import StreamDataset, ViewSpec, collate
-from raykd.data.stream_order import ClassPartners, epoch_seed, eval_batches, train_batches
+from raykd.data.stream_order import ClassPartners, epoch_seed, eval_batches, train_batches, train_bounds
 from raykd.errors import DataError
 
 
@@ -95,9 +95,7 @@ class StreamLoader:
     def __len__(self) -> int:
         n = len(self.files)
         if self.train:
-            glob = self.batch_size * self.world_size
-            full, tail = divmod(n, glob)
-            return full + (1 if tail >= 2 * self.world_size or full == 0 else 0)
+            return len(train_bounds(n, self.batch_size, self.world_size)) - 1
         return -(-len(range(self.rank, n, self.world_size)) // self.batch_size)
 
     def __iter__(self):

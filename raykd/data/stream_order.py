@@ -16,16 +16,22 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
-def train_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> list[torch.Tensor]:
+def train_bounds(n: int, batch_size: int, world_size: int = 1) -> list[int]:
+    """Where each global batch starts in the epoch's permutation, and where the last one ends."""
     glob = batch_size * world_size
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
     full, tail = divmod(n, glob)
     bounds = [i * glob for i in range(full + 1)]
     if tail >= 2 * world_size or full == 0:
         bounds.append(n)
     else:
         bounds[-1] = n
-    return [perm[a:b][rank::world_size] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    return [a for a, b in zip(bounds, bounds[1:]) if b > a] + [n]
+
+
+def train_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> list[torch.Tensor]:
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
+    bounds = train_bounds(n, batch_size, world_size)
+    return [perm[a:b][rank::world_size] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def eval_batches(n: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[torch.Tensor]:
