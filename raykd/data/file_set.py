@@ -33,10 +33,10 @@ class FileSet:
             raise ValueError(f"kind must be 'image' or 'clip', got {self.kind!r}")
 
     @classmethod
-    def from_paths(cls, root: Path, files: list[Path], labels: list[int], kind: str,
-                   sample_shape: tuple[int, ...]) -> "FileSet":
-        rel = np.array([str(p.relative_to(root)).encode() for p in files], dtype=np.bytes_)
-        return cls(str(root), rel, torch.tensor(labels, dtype=torch.int64), kind, tuple(sample_shape))
+    def from_relative(cls, root: Path, rel: list[str], labels: list[int], kind: str,
+                      sample_shape: tuple[int, ...]) -> "FileSet":
+        paths = np.array([p.encode() for p in rel], dtype=np.bytes_)
+        return cls(str(root), paths, torch.tensor(labels, dtype=torch.int64), kind, tuple(sample_shape))
 
     @property
     def is_video(self) -> bool:

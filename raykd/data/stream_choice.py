@@ -7,6 +7,7 @@ CIFAR, digits and Fashion-MNIST never stream.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -37,10 +38,7 @@ def available_bytes() -> int:
 
 
 def decoded_bytes(n_samples: int, sample_shape: tuple[int, ...]) -> int:
-    size = 1
-    for d in sample_shape:
-        size *= d
-    return n_samples * size
+    return n_samples * math.prod(sample_shape)
 
 
 def should_stream(cfg, n_samples: int, sample_shape: tuple[int, ...], memory: int | None = None) -> bool:

@@ -141,5 +141,5 @@ def stream_ucf101(cfg):
         if missing:
             raise DataError(f"UCF101 {k} list names '{missing[0]}' but '{root / missing[0]}' does not exist"
                             f"{f' ({len(missing) - 1} more missing)' if len(missing) > 1 else ''}.")
-        sets[k] = FileSet.from_paths(root, [root / rel for rel, _ in e], [c for _, c in e], "clip", shape)
+        sets[k] = FileSet.from_relative(root, [rel for rel, _ in e], [c for _, c in e], "clip", shape)
     return sets["train"], sets["test"], classes
