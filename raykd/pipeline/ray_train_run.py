@@ -9,13 +9,13 @@ since a Train run costs seconds of process starts that one worker does not need.
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from raykd.errors import RaykdError
+from raykd.pipeline.store import NodeStore
 from raykd.pipeline.task import NodeTask
 
 
@@ -50,7 +50,8 @@ def _train_loop(config: dict[str, Any]) -> dict[str, Any]:
         # Only this rank may have hit it (a bad file in its share of the data) while its peers wait in a
         # collective that would never return: failing the worker group is what stops them. The message goes
         # to a file the driver (and any retry of the group) reads.
-        _write_json(Path(config["task"].out_dir) / RANK_ERROR, {**error, "launch": config["launch_id"]})
+        record = json.dumps({**error, "launch": config["launch_id"]})
+        NodeStore(Path(config["task"].out_dir)).write_text(RANK_ERROR, record)
         raise
     return {**result, "_loop_start": started, "_loop_end": time.time()}
 
@@ -65,13 +66,6 @@ def _rank_error(task: NodeTask, launch_id: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return error if isinstance(error, dict) and error.get("launch") == launch_id else None
-
-
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(value))
-    os.replace(tmp, path)
 
 
 def launch(task: NodeTask, request: tuple[int, float, float], storage_path: str, max_failures: int,
