@@ -13,6 +13,15 @@ import torch
 import torch.nn.functional as F
 
 from raykd.data.image_set import ImageSet
+from raykd.data.sampling import ClassPartners, epoch_seed, rank_seed
+
+
+def normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """uint8 images or clips to the model's float input, on x's device (both loaders)."""
+    x = x.float().div_(255).sub_(mean).div_(std)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 class DeviceLoader:
@@ -49,11 +58,7 @@ class DeviceLoader:
         self.std = torch.tensor(std, device=self.device).view(shape)
         self.epoch = 0
         self.class_pairs = class_pairs and train
-        if self.class_pairs:  # images grouped by class, for drawing a same-class partner per sample
-            self._labels_cpu = data.labels.cpu()
-            self._by_class = torch.argsort(self._labels_cpu, stable=True)
-            self._count = torch.bincount(self._labels_cpu)
-            self._start = torch.cumsum(self._count, 0) - self._count
+        self._partners = ClassPartners(data.labels.cpu()) if self.class_pairs else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -62,7 +67,7 @@ class DeviceLoader:
         n = len(self.labels)
         if not self.train:
             return torch.arange(n)[self.rank :: self.world_size]
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         perm = torch.randperm(n, generator=g)
         per_rank = n // self.world_size
         return perm[self.rank * per_rank : (self.rank + 1) * per_rank]
@@ -89,7 +94,7 @@ class DeviceLoader:
         """The epoch's random numbers, drawn on the host in the per-batch order (so a seed gives the batches it
         always gave) and copied to the device once: the batches themselves need no host-to-device copy.
         (crop/flip draws of the images, crop/flip draws of their class partners, the partners' indices)."""
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 131 + self.rank + 1)
+        g = torch.Generator().manual_seed(rank_seed(self.seed, self.epoch, self.rank))
         mine, theirs, partners = [], [], []
         for i in range(steps):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
@@ -124,16 +129,7 @@ class DeviceLoader:
             x = masked_flip(x, draws[-1][step])
         if clip_shape is not None:
             x = x.view(clip_shape)
-        x = x.float().div_(255).sub_(self.mean).div_(self.std)
-        if self.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
-
-    def _partners(self, idx_cpu: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """A uniformly drawn training image of the same class for each index (CS-KD's pairs)."""
-        labels = self._labels_cpu[idx_cpu]
-        offset = (torch.rand(len(idx_cpu), generator=g) * self._count[labels]).long()
-        return self._by_class[self._start[labels] + offset]
+        return normalise(x, self.mean, self.std, self.channels_last)
 
 
 def shifted_crop(x: torch.Tensor, padding: int, oy: torch.Tensor, ox: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from raykd.data.file_set import FileSet
+from raykd.data.sampling import epoch_seed
 from raykd.data.stream_transforms import decode_clip_frames, decode_image_file, eval_view, train_view
 
 
@@ -29,7 +30,7 @@ class ViewSpec:
 
 
 def sample_seed(seed: int, epoch: int, index: int, role: int) -> int:
-    return ((seed * 1_000_003 + epoch) * 4_294_967_311 + index * 2 + role) % (2**63 - 1)
+    return (epoch_seed(seed, epoch) * 4_294_967_311 + index * 2 + role) % (2**63 - 1)
 
 
 class StreamDataset(Dataset):

@@ -17,7 +17,9 @@ from torch.utils.data import DataLoader
 
 from raykd.data.file_set import FileSet
 from raykd.data.stream_dataset import StreamDataset, ViewSpec, collate
-from raykd.data.stream_order import ClassPartners, epoch_seed, eval_batches, train_batches, train_bounds
+from raykd.data.loader import normalise
+from raykd.data.sampling import ClassPartners, rank_seed
+from raykd.data.stream_order import eval_batches, train_batches, train_bounds
 from raykd.errors import DataError
 
 
@@ -35,7 +37,7 @@ class _Keys:
 
     def __iter__(self):
         ld = self.loader
-        g = torch.Generator().manual_seed(epoch_seed(ld.seed, ld.epoch) * 131 + ld.rank + 1)
+        g = torch.Generator().manual_seed(rank_seed(ld.seed, ld.epoch, ld.rank))
         for idx in ld._batches():
             keys = [(i, ld.epoch, 0) for i in idx.tolist()]
             if ld.partners is not None:
@@ -132,9 +134,7 @@ class StreamLoader:
         self.reads.index_add_(0, own, torch.ones(len(own), dtype=torch.int32))
         x = image.to(self.device, non_blocking=True)
         own = own.to(self.device, non_blocking=True)
-        x = x.float().div_(255).sub_(self.mean).div_(self.std)
-        if self.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = normalise(x, self.mean, self.std, self.channels_last)
         out = {"label": self.labels.index_select(0, own), "index": own}
         if self.partners is not None:
             out["image"], out["pair_image"] = x.chunk(2)

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import torch
 
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 1_000_003 + epoch
+from raykd.data.sampling import epoch_seed
 
 
 def train_bounds(n: int, batch_size: int, world_size: int = 1) -> list[int]:
@@ -37,19 +35,3 @@ def train_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0,
 def eval_batches(n: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[torch.Tensor]:
     mine = torch.arange(n)[rank::world_size]
     return list(mine.split(batch_size)) if len(mine) else []
-
-
-class ClassPartners:
-    """Draws a uniformly chosen sample of the same class for each index (CS-KD's pairs); the class index
-    is built once, a draw costs O(batch)."""
-
-    def __init__(self, labels: torch.Tensor):
-        self.labels = labels
-        self.by_class = torch.argsort(labels, stable=True)
-        self.count = torch.bincount(labels)
-        self.start = torch.cumsum(self.count, 0) - self.count
-
-    def __call__(self, idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        mine = self.labels[idx]
-        offset = (torch.rand(len(idx), generator=g) * self.count[mine]).long()
-        return self.by_class[self.start[mine] + offset]
